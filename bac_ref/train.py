@@ -1,0 +1,368 @@
+"""Training the Gaussian VAE (optional extra ``train``: PyTorch).
+
+The model is Balle et al. (2017)'s transform pair trained as a plain
+Gaussian VAE, exactly as in the VBQ paper (Yang, Bamler & Mandt 2020, Sec. 5):
+
+    g_a : x -> conv9x9/4 -> GDN -> conv5x5/2 -> GDN -> conv5x5/2 -> (mu, log sigma^2)
+    g_s : z -> convT5x5/2 -> IGDN -> convT5x5/2 -> IGDN -> convT9x9/4 -> x_hat
+
+Loss (per image, in nats): the negative ELBO with one reparameterised sample
+
+    L = sum_pixels (x - g_s(z))^2 / (2 v)  +  KL( N(mu, sigma^2) || N(0, I) ),
+    z = mu + sigma * eps,  eps ~ N(0, I),
+
+with v the likelihood variance (paper: 0.001) on pixels in [0, 1].  The
+additive constant of the Gaussian likelihood is dropped.
+
+GDN parameters use Balle's reparameterisation (as tensorflow-compression
+and CompressAI do): beta and gamma are stored as square roots plus a small
+pedestal and are bounded from below, which keeps training stable.  The
+exported .npz holds the *effective* beta and gamma, so the NumPy forward
+pass (bac_ref.g_a / bac_ref.g_s) needs no knowledge of the trick.
+
+Run ``python -m bac_ref.train --help``.  Training is resumable: it writes a
+full checkpoint (weights + Adam state) and, every ``--export-every`` steps,
+the NumPy model file; ``--resume`` accepts either.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "bac_ref.train needs PyTorch: pip install 'bac_ref[train]' "
+        "(CPU wheel: pip install torch==2.13.0)") from exc
+
+from .weights import export_npz, PARAM_LAYOUT  # noqa: E402
+
+# ---------------------------------------------------------------------------
+# GDN with Balle's reparameterisation
+# ---------------------------------------------------------------------------
+_REPARAM_OFFSET = 2.0 ** -18
+_PEDESTAL = _REPARAM_OFFSET ** 2
+_BETA_MIN = 1e-6
+
+
+class _LowerBound(torch.autograd.Function):
+    """max(x, bound) whose gradient still flows when it pushes x upwards."""
+
+    @staticmethod
+    def forward(ctx, x, bound):
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        pass_through = (x >= ctx.bound) | (grad < 0)
+        return grad * pass_through.to(grad.dtype), None
+
+
+class GDN(nn.Module):
+    """y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)  (inverse: multiply)."""
+
+    def __init__(self, channels: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta_p = nn.Parameter(torch.sqrt(torch.ones(channels) + _PEDESTAL))
+        self.gamma_p = nn.Parameter(
+            torch.sqrt(0.1 * torch.eye(channels) + _PEDESTAL))
+
+    def effective(self):
+        beta = _LowerBound.apply(self.beta_p, math.sqrt(_BETA_MIN + _PEDESTAL))
+        gamma = _LowerBound.apply(self.gamma_p, _REPARAM_OFFSET)
+        return beta * beta - _PEDESTAL, gamma * gamma - _PEDESTAL
+
+    def set_effective(self, beta, gamma):
+        with torch.no_grad():
+            self.beta_p.copy_(torch.sqrt(torch.as_tensor(beta) + _PEDESTAL))
+            self.gamma_p.copy_(torch.sqrt(
+                torch.clamp(torch.as_tensor(gamma), min=0.0) + _PEDESTAL))
+
+    def forward(self, x):
+        beta, gamma = self.effective()
+        c = gamma.shape[0]
+        norm = F.conv2d(x * x, gamma.view(c, c, 1, 1), beta)
+        norm = torch.sqrt(norm)
+        return x * norm if self.inverse else x / norm
+
+
+class GaussianVAE(nn.Module):
+    """Balle-2017 transforms as a Gaussian VAE (see the module docstring)."""
+
+    def __init__(self, n: int = 128, m: int = 128):
+        super().__init__()
+        self.n, self.m = n, m
+        self.g_a = nn.ModuleDict({
+            "conv0": nn.Conv2d(3, n, 9, stride=4, padding=4),
+            "gdn0": GDN(n),
+            "conv1": nn.Conv2d(n, n, 5, stride=2, padding=2),
+            "gdn1": GDN(n),
+            "conv2": nn.Conv2d(n, 2 * m, 5, stride=2, padding=2),
+        })
+        self.g_s = nn.ModuleDict({
+            "deconv0": nn.ConvTranspose2d(m, n, 5, stride=2, padding=2, output_padding=1),
+            "igdn0": GDN(n, inverse=True),
+            "deconv1": nn.ConvTranspose2d(n, n, 5, stride=2, padding=2, output_padding=1),
+            "igdn1": GDN(n, inverse=True),
+            "deconv2": nn.ConvTranspose2d(n, 3, 9, stride=4, padding=4, output_padding=3),
+        })
+        # Start with small log-variances so the posterior is not collapsed at init.
+        with torch.no_grad():
+            self.g_a["conv2"].bias[m:].fill_(-4.0)
+
+    def analysis(self, x):
+        """x: (B, 3, H, W) in [0, 1], H and W multiples of 16 -> (mu, logvar)."""
+        for name in ("conv0", "gdn0", "conv1", "gdn1", "conv2"):
+            x = self.g_a[name](x)
+        return x[:, : self.m], x[:, self.m:]
+
+    def synthesis(self, z):
+        for name in ("deconv0", "igdn0", "deconv1", "igdn1", "deconv2"):
+            z = self.g_s[name](z)
+        return z
+
+    # -- export / import of the effective parameters (names: bac_ref.weights) --
+    def effective_params(self) -> dict:
+        out = {}
+        for part in ("g_a", "g_s"):
+            for name, mod in getattr(self, part).items():
+                key = f"{part}.{name}"
+                if isinstance(mod, GDN):
+                    beta, gamma = mod.effective()
+                    out[key + ".beta"] = beta.detach().cpu().numpy()
+                    out[key + ".gamma"] = gamma.detach().cpu().numpy()
+                else:
+                    out[key + ".weight"] = mod.weight.detach().cpu().numpy()
+                    out[key + ".bias"] = mod.bias.detach().cpu().numpy()
+        return {k: v.astype(np.float32) for k, v in out.items()}
+
+    def load_effective_params(self, params: dict) -> None:
+        for part in ("g_a", "g_s"):
+            for name, mod in getattr(self, part).items():
+                key = f"{part}.{name}"
+                if isinstance(mod, GDN):
+                    mod.set_effective(params[key + ".beta"], params[key + ".gamma"])
+                else:
+                    with torch.no_grad():
+                        mod.weight.copy_(torch.as_tensor(params[key + ".weight"]))
+                        mod.bias.copy_(torch.as_tensor(params[key + ".bias"]))
+
+
+def neg_elbo(model, x, variance, generator=None):
+    """Return (loss, kl, mse) for a batch; loss and kl in nats per image."""
+    mu, logvar = model.analysis(x)
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    x_hat = model.synthesis(z)
+    sq = (x - x_hat).pow(2)
+    nll = sq.sum(dim=(1, 2, 3)) / (2.0 * variance)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2, 3))
+    return (nll + kl).mean(), kl.mean(), sq.mean()
+
+
+# ---------------------------------------------------------------------------
+# Data: random crops and flips from ../shared/data/train (never Kodak)
+# ---------------------------------------------------------------------------
+def list_images(root: str):
+    files = sorted(glob.glob(os.path.join(root, "**", "*.png"), recursive=True)
+                   + glob.glob(os.path.join(root, "**", "*.jpg"), recursive=True))
+    files = [f for f in files if "kodak" not in f.lower()]
+    if not files:
+        raise SystemExit(f"no training images under {root}")
+    return files
+
+
+def split_train_val(files, every: int = 25):
+    """Deterministic split: every 25th file (sorted by path) is validation."""
+    val = [f for i, f in enumerate(files) if i % every == 0]
+    train = [f for i, f in enumerate(files) if i % every != 0]
+    return train, val
+
+
+def load_rgb(path: str) -> np.ndarray:
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+class CropSampler:
+    def __init__(self, images, crop: int, seed: int):
+        self.images = [im for im in images if min(im.shape[:2]) >= crop]
+        self.crop = crop
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, size: int) -> np.ndarray:
+        c = self.crop
+        out = np.empty((size, 3, c, c), dtype=np.float32)
+        for b in range(size):
+            im = self.images[self.rng.integers(len(self.images))]
+            y = self.rng.integers(im.shape[0] - c + 1)
+            x = self.rng.integers(im.shape[1] - c + 1)
+            patch = im[y:y + c, x:x + c]
+            if self.rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            if self.rng.random() < 0.5:
+                patch = patch[::-1]
+            out[b] = patch.transpose(2, 0, 1) / 255.0
+        return out
+
+
+def val_crops(images, crop: int = 256) -> np.ndarray:
+    """Centre crops of the validation images, fixed forever."""
+    out = []
+    for im in images:
+        h, w = im.shape[:2]
+        c = min(crop, h, w) // 16 * 16
+        y, x = (h - c) // 2, (w - c) // 2
+        out.append(im[y:y + c, x:x + c].transpose(2, 0, 1) / 255.0)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, crops):
+    """Mean-reconstruction PSNR (dB, on uint8-rounded pixels) and KL in bits/pixel."""
+    psnrs, kls = [], []
+    for c in crops:
+        x = torch.as_tensor(np.ascontiguousarray(c), dtype=torch.float32)[None]
+        mu, logvar = model.analysis(x)
+        x_hat = model.synthesis(mu).clamp(0, 1)
+        a = torch.round(x * 255)
+        b = torch.round(x_hat * 255)
+        mse = (a - b).pow(2).mean().item()
+        psnrs.append(10 * math.log10(255.0 ** 2 / max(mse, 1e-10)))
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum().item()
+        kls.append(kl / math.log(2) / (x.shape[2] * x.shape[3]))
+    return float(np.mean(psnrs)), float(np.mean(kls))
+
+
+# ---------------------------------------------------------------------------
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=os.path.join("..", "shared", "data", "train"))
+    p.add_argument("--out", default="runs/vae", help="checkpoint directory")
+    p.add_argument("--export", default="runs/vae/model.npz")
+    p.add_argument("--resume", help="a .pt checkpoint or a .npz model file")
+    p.add_argument("--steps", type=int, default=100_000, help="total step count to reach")
+    p.add_argument("--n", type=int, default=128)
+    p.add_argument("--m", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr-final", type=float, default=None,
+                   help="cosine-decay the learning rate to this value at --steps")
+    p.add_argument("--variance", type=float, default=0.001)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=2000)
+    p.add_argument("--export-every", type=int, default=5000)
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    log_path = os.path.join(args.out, "train_log.jsonl")
+
+    files = list_images(args.data)
+    train_files, val_files = split_train_val(files)
+    print(f"{len(train_files)} training and {len(val_files)} validation images", flush=True)
+    train_imgs = [load_rgb(f) for f in train_files]
+    crops = val_crops([load_rgb(f) for f in val_files])
+
+    model = GaussianVAE(args.n, args.m)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step = 0
+    history = []
+    if args.resume:
+        if args.resume.endswith(".pt"):
+            ck = torch.load(args.resume, weights_only=False)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            step, history = ck["step"], ck.get("history", [])
+        else:
+            from .weights import load_npz_arrays
+            arrays, meta = load_npz_arrays(args.resume)
+            model.load_effective_params(arrays)
+            step = int(meta.get("steps", 0))
+            history = list(meta.get("history", []))
+        print(f"resumed from {args.resume} at step {step}", flush=True)
+
+    sampler = CropSampler(train_imgs, args.crop, seed=args.seed + step)
+    gen = torch.Generator().manual_seed(args.seed + 7919 * step)
+
+    def save(final_loss):
+        ck = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+              "history": history, "args": vars(args)}
+        tmp = os.path.join(args.out, "ckpt.pt.tmp")
+        torch.save(ck, tmp)
+        os.replace(tmp, os.path.join(args.out, "ckpt.pt"))
+        meta = {
+            "architecture": "bmshj2017-gaussian-vae",
+            "N": args.n, "M": args.m,
+            "g_a": "conv9x9/4, GDN, conv5x5/2, GDN, conv5x5/2 -> (mu, log sigma^2)",
+            "g_s": "convT5x5/2, IGDN, convT5x5/2, IGDN, convT9x9/4 -> RGB",
+            "training_data": [os.path.relpath(f, args.data) for f in train_files],
+            "validation_data": [os.path.relpath(f, args.data) for f in val_files],
+            "likelihood_variance": args.variance, "batch": args.batch, "crop": args.crop,
+            "steps": step, "final_loss": final_loss, "history": history,
+        }
+        export_npz(args.export, model.effective_params(), meta)
+        print(f"step {step}: checkpoint and {args.export} written", flush=True)
+
+    t0, ema = time.time(), None
+    while step < args.steps:
+        if args.lr_final is not None:
+            frac = min(step / args.steps, 1.0)
+            lr = args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * frac))
+            for g in opt.param_groups:
+                g["lr"] = lr
+        x = torch.from_numpy(sampler.batch(args.batch))
+        loss, kl, mse = neg_elbo(model, x, args.variance, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        if not torch.isfinite(loss) or not torch.isfinite(gnorm):
+            print(f"step {step}: non-finite loss/gradient, skipped", flush=True)
+            continue
+        opt.step()
+        step += 1
+        pix = args.crop * args.crop
+        rec = {"loss": loss.item() / pix, "kl_bpp": kl.item() / pix / math.log(2),
+               "psnr": 10 * math.log10(1.0 / max(mse.item(), 1e-10))}
+        ema = rec if ema is None else {k: 0.98 * ema[k] + 0.02 * rec[k] for k in rec}
+        if step % args.log_every == 0:
+            dt = (time.time() - t0) / args.log_every
+            t0 = time.time()
+            print(f"step {step} loss/px {ema['loss']:.4f} KL {ema['kl_bpp']:.3f} bpp "
+                  f"PSNR(sample) {ema['psnr']:.2f} dB  {dt:.3f} s/step", flush=True)
+        if step % args.eval_every == 0 or step == args.steps:
+            vpsnr, vkl = evaluate(model, crops)
+            entry = {"step": step, "val_psnr_mean_recon": round(vpsnr, 3),
+                     "val_kl_bpp": round(vkl, 4), "train_loss_per_px": round(ema["loss"], 5),
+                     "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            history.append(entry)
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+            print(f"VALID step {step}: mean-recon PSNR {vpsnr:.2f} dB, KL {vkl:.3f} bpp", flush=True)
+        if step % args.export_every == 0 or step == args.steps:
+            save(ema["loss"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
