@@ -10,4 +10,12 @@ from .errors import BitstreamError, ModelFileError
 __version__ = "0.1.0"
 SPEC_VERSION = "0.1"
 
-__all__ = ["BitstreamError", "ModelFileError", "__version__", "SPEC_VERSION"]
+__all__ = ["BitstreamError", "ModelFileError", "__version__", "SPEC_VERSION", "load_model"]
+
+
+def __getattr__(name):
+    # Lazy exports: ``import bac_ref`` stays cheap and never imports torch.
+    if name == "load_model":
+        from .model import load_model
+        return load_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

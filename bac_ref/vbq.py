@@ -1,0 +1,385 @@
+r"""The VBQ quantizer (SPEC.md §4.1, §5): Yang, Bamler & Mandt, ICML 2020, Sec. 3.
+
+A model gives, per latent dimension, a Gaussian posterior N(mu, sigma^2) and a
+prior with CDF F (per channel, :mod:`bac_ref.priors`).  VBQ chooses a point of
+the dyadic grid in the prior's CDF space and reconstructs zhat = F^-1(xi).
+
+The grid (SPEC.md §4.1).  A grid point is an integer pair (depth d, index k),
+0 <= d <= N = max_depth, 0 <= k < 2^d, standing for
+
+    xi = (2k + 1) / 2^(d+1)              ("d explicit bits, then an implied 1")
+
+Equivalently it is j = (2k + 1) * 2^(N - d) on the uniform grid j / 2^(N+1),
+1 <= j <= 2^(N+1) - 1, and d = N - (trailing zero bits of j)::
+
+    d=0                          k=0
+    d=1             k=0                      k=1
+    d=2       k=0         k=1         k=2         k=3
+    j:     1  2  3  4  5  6  7  8  9 10 11 12 13 14 15        (N = 3, xi = j / 16)
+          [d3 d2 d3 d1 d3 d2 d3 d0 d3 d2 d3 d1 d3 d2 d3]
+
+The objective (SPEC.md §5.1; the paper's Eq. 9 with a Gaussian posterior, as the
+authors' code evaluates it, constant terms dropped): maximise over grid points
+
+    O(d, k) = -((zhat - mu) / sigma)^2 / 2  -  lam * L
+
+with L = d (raw bits, the paper's first pass) or L = code_length[c, d], a
+per-channel table indexed by depth (the second pass adds -log2 of a per-channel
+depth frequency, SPEC.md §5.4; see :func:`depth_code_lengths`).  L must depend
+on the depth only, never on the index: that is what makes the search exact.
+The float64 evaluation order is fixed: a = zhat - mu; b = a / sigma;
+D = (b * b) * 0.5; O = (-D) - (lam * L); D is 0 where sigma = +inf.
+
+Search (SPEC.md §5.2).  F^-1 is strictly increasing on the grid (SPEC.md §4.2),
+and O's distortion term is monotone in |zhat - mu| even after rounding, so at
+each depth only the two depth-d points bracketing mu can win.  With
+j_lo = #{j : F^-1(j / 2^(N+1)) <= mu} (exact, :func:`bac_ref.priors.grid_floor_rows`)
+the lower bracket at depth d is k_lo = ((j_lo >> (N - d)) - 1) >> 1 and the
+upper one k_lo + 1: 2N + 1 valid candidates in all, integers throughout.
+
+Ties (SPEC.md §5.3).  Among the grid points with the largest O choose
+(1) the smallest depth; (2) the smallest grid-rank distance to mu,
+rho(j) = j_lo - j for j <= j_lo and j - j_lo - 1 otherwise; (3) the smallest
+index.  This rule picks a bracket point whenever the brute force over all
+2^(N+1) - 1 points does (a farther point on the same side never has a larger
+O, and has a larger rho), so the search EQUALS :func:`quantize_exhaustive`;
+the tests check it on >10^5 cases.  All of it uses IEEE-754 basic operations
+only, so the encoder's choice is also reproducible across platforms.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .priors import MAX_DEPTH, QuantilePrior, grid_floor_rows, ppf_level, standard_normal
+
+__all__ = [
+    "MAX_DEPTH", "Quantized", "quantize", "quantize_exhaustive", "dequantize",
+    "grid_j", "grid_depth_index", "depth_code_lengths",
+]
+
+_CHUNK = 1 << 15
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """Result of :func:`quantize`; every array has mu's shape.
+
+    depth: int64 in 0..max_depth;  index: int64 in 0..2^depth - 1;
+    zhat: float64, F^-1((2 index + 1) / 2^(depth + 1)) as the decoder computes it.
+    """
+
+    depth: np.ndarray
+    index: np.ndarray
+    zhat: np.ndarray
+    max_depth: int
+
+    @property
+    def j(self) -> np.ndarray:
+        """The same points as integers j on the level-(max_depth + 1) grid."""
+        return grid_j(self.depth, self.index, self.max_depth)
+
+
+# ---------------------------------------------------------------------------
+# Grid helpers (SPEC.md §4.1)
+# ---------------------------------------------------------------------------
+def grid_j(depth, index, max_depth: int) -> np.ndarray:
+    """j = (2 index + 1) * 2^(max_depth - depth): the point xi = j / 2^(max_depth + 1)."""
+    d = np.asarray(depth, dtype=np.int64)
+    k = np.asarray(index, dtype=np.int64)
+    n = _check_max_depth(max_depth)
+    if d.size and (d.min() < 0 or d.max() > n):
+        raise ValueError(f"depth must lie in 0..{n}")
+    if np.any((k < 0) | (k >= (np.int64(1) << d))):
+        raise ValueError("index must lie in 0..2^depth - 1")
+    return (2 * k + 1) << (n - d)
+
+
+def grid_depth_index(j, max_depth: int):
+    """Inverse of :func:`grid_j`: depth = N - trailing_zeros(j), index = j >> (N - depth + 1)."""
+    j = np.asarray(j, dtype=np.int64)
+    n = _check_max_depth(max_depth)
+    if j.size and (j.min() < 1 or j.max() >= (np.int64(1) << (n + 1))):
+        raise ValueError(f"j must lie in 1..2^{n + 1} - 1")
+    low = j & -j                                                   # lowest set bit, a power of 2
+    tz = np.frexp(low.astype(np.float64))[1].astype(np.int64) - 1   # exact for powers of two
+    depth = n - tz
+    return depth, j >> (tz + 1)
+
+
+def _check_max_depth(max_depth) -> int:
+    if isinstance(max_depth, (bool, np.bool_)) or not isinstance(max_depth, (int, np.integer)):
+        raise ValueError(f"max_depth must be an integer, got {max_depth!r}")
+    if not 0 <= max_depth <= MAX_DEPTH:
+        raise ValueError(f"max_depth must lie in 0..{MAX_DEPTH}, got {max_depth}")
+    return int(max_depth)
+
+
+# ---------------------------------------------------------------------------
+# Input checking (SPEC.md §5.5)
+# ---------------------------------------------------------------------------
+def _prepare(mu, sigma, lam, prior, max_depth, code_length, axis):
+    n = _check_max_depth(max_depth)
+    mu = np.asarray(mu, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    lam = np.asarray(lam, dtype=np.float64)
+    try:
+        shape = np.broadcast_shapes(mu.shape, sigma.shape, lam.shape)
+    except ValueError:
+        raise ValueError(f"shapes do not broadcast: mu {mu.shape}, sigma {sigma.shape}, "
+                         f"lam {lam.shape}") from None
+    if shape != mu.shape:
+        raise ValueError(f"sigma {sigma.shape} and lam {lam.shape} must broadcast to mu's "
+                         f"shape {mu.shape}")
+    if not np.all(np.isfinite(mu)):
+        raise ValueError("mu contains NaN or infinite values")
+    if not np.all(sigma > 0):
+        raise ValueError("sigma must be > 0 (found a value <= 0 or NaN)")
+    if not np.all(lam >= 0):
+        raise ValueError("lam must be >= 0 (found a negative value or NaN)")
+    if not np.all(np.isfinite(lam)):
+        raise ValueError("lam must be finite")
+    if prior is None:
+        prior = standard_normal()
+    if not isinstance(prior, QuantilePrior):
+        raise ValueError("prior must be a bac_ref.priors.QuantilePrior (or None for N(0,1))")
+    cl = None
+    if code_length is not None:
+        cl = np.asarray(code_length, dtype=np.float64)
+        if cl.ndim == 1:
+            cl = cl[None, :]
+        if cl.ndim != 2 or cl.shape[1] != n + 1:
+            raise ValueError(f"code_length must be (C, max_depth + 1) = (C, {n + 1}) "
+                             f"(indexed by depth), got {np.shape(code_length)}")
+        if not (np.all(np.isfinite(cl)) and np.all(cl >= 0)):
+            raise ValueError("code_length must be finite and >= 0")
+    nch = prior.num_channels
+    if cl is not None and cl.shape[0] != 1:
+        if nch != 1 and cl.shape[0] != nch:
+            raise ValueError(f"code_length has {cl.shape[0]} channels, the prior {nch}")
+        nch = cl.shape[0]
+    if nch > 1:
+        if mu.ndim == 0:
+            raise ValueError(f"a {nch}-channel prior/code_length needs mu with a channel axis")
+        if not isinstance(axis, (int, np.integer)) or not -mu.ndim <= axis < mu.ndim:
+            raise ValueError(f"axis {axis} out of range for mu of shape {mu.shape}")
+        axis %= mu.ndim
+        if mu.shape[axis] != nch:
+            raise ValueError(f"mu has {mu.shape[axis]} entries along axis {axis}, "
+                             f"the prior/code_length {nch} channels")
+    return n, mu, np.broadcast_to(sigma, shape), np.broadcast_to(lam, shape), prior, cl, nch, axis
+
+
+def _to_rows(x: np.ndarray, nch: int, axis: int) -> np.ndarray:
+    """(..., C, ...) -> (C, B) with channel c in row c (or (1, B) when nch == 1)."""
+    if nch == 1:
+        return np.ascontiguousarray(x).reshape(1, -1)
+    return np.ascontiguousarray(np.moveaxis(x, axis, 0)).reshape(nch, -1)
+
+
+def _from_rows(r: np.ndarray, shape, nch: int, axis: int) -> np.ndarray:
+    if nch == 1:
+        return r.reshape(shape)
+    moved = (shape[axis],) + tuple(s for i, s in enumerate(shape) if i != axis)
+    return np.moveaxis(r.reshape(moved), 0, axis)
+
+
+def _objective(v, mu, sigma, lam_l, sigma_inf):
+    """SPEC.md §5.1 in its fixed operation order.  v, lam_l: (R, b); mu, sigma: (b,)."""
+    a = v - mu
+    b = a / sigma
+    dist = (b * b) * 0.5
+    if sigma_inf is not None:
+        dist[:, sigma_inf] = 0.0
+    return (-dist) - lam_l
+
+
+def _setup(n, mu, sigma, lam, prior, cl, nch, axis):
+    """Rows, j_lo and per-element table/code-length offsets (all flattened)."""
+    g = n + 1
+    mu_r = _to_rows(mu, nch, axis)                                          # (C, B)
+    if prior.num_channels > 1:
+        jlo = grid_floor_rows(prior.table, mu_r, g)                          # (C, B)
+    else:
+        jlo = grid_floor_rows(prior.table, mu_r.reshape(1, -1), g).reshape(mu_r.shape)
+    width = prior.table.shape[1]
+    rows, b = mu_r.shape
+    if prior.num_channels > 1:
+        base = np.repeat(np.arange(rows, dtype=np.int64) * width, b)        # (C*B,)
+    else:
+        base = np.zeros(1, dtype=np.int64)
+    if cl is not None and cl.shape[0] > 1:
+        clbase = np.repeat(np.arange(rows, dtype=np.int64) * (n + 1), b)
+    else:
+        clbase = np.zeros(1, dtype=np.int64)
+    flat = dict(mu=mu_r.reshape(-1), sigma=_to_rows(sigma, nch, axis).reshape(-1),
+                lam=_to_rows(lam, nch, axis).reshape(-1), jlo=jlo.reshape(-1))
+    return flat, base, clbase, mu_r.shape
+
+
+def _lam_l(lam, d, cl, clb):
+    """lam * L for rows of depths d ((R, 1) int) and elements (b,): (R, b)."""
+    if cl is None:
+        return lam[None, :] * d.astype(np.float64)
+    return lam[None, :] * cl.reshape(-1)[clb[None, :] + d]
+
+
+# ---------------------------------------------------------------------------
+# The quantizer
+# ---------------------------------------------------------------------------
+def quantize(mu, sigma, lam, prior: QuantilePrior | None = None, max_depth: int = 10,
+             code_length=None, axis: int = 0) -> Quantized:
+    """VBQ (SPEC.md §5): the grid point maximising -((zhat-mu)/sigma)^2/2 - lam*L per latent.
+
+    mu, sigma: float arrays of one shape (sigma may broadcast), sigma > 0 (+inf allowed:
+    D = 0, so with L = depth the result is depth 0, the prior median).  lam: >= 0,
+    finite, a scalar or an array broadcastable to mu (a per-latent lambda map).
+    prior: a :class:`~bac_ref.priors.QuantilePrior`; None means N(0, 1) everywhere.  A
+    prior (or code_length table) with C > 1 channels applies channel c to
+    ``mu.take(c, axis)`` (so latents shaped (C, H, W) use axis=0, (B, C, H, W) axis=1).
+    max_depth: N in 0..MAX_DEPTH.  code_length: None (L = depth) or a (C, N+1) or
+    (N+1,) table of code lengths in bits indexed by depth.  Raises ValueError on bad input.
+    """
+    n, mu, sigma, lam, prior, cl, nch, axis = _prepare(mu, sigma, lam, prior, max_depth,
+                                                       code_length, axis)
+    with np.errstate(over="ignore", under="ignore"):      # +-inf objectives are part of the rule
+        return _quantize(n, mu, sigma, lam, prior, cl, nch, axis)
+
+
+def _quantize(n, mu, sigma, lam, prior, cl, nch, axis) -> Quantized:
+    shape = mu.shape
+    flat, base, clbase, rshape = _setup(n, mu, sigma, lam, prior, cl, nch, axis)
+    total = flat["mu"].size
+    depth = np.empty(total, dtype=np.int64)
+    index = np.empty(total, dtype=np.int64)
+    zhat = np.empty(total, dtype=np.float64)
+    q = prior.table.reshape(-1)
+    k = prior.table_bits
+    g = n + 1
+    d = np.arange(n + 1, dtype=np.int64)[:, None]                          # (N+1, 1)
+    sh = n - d                                                              # (N+1, 1)
+    cap = np.int64(1) << d                                                  # 2^d, (N+1, 1)
+    for s in range(0, total, _CHUNK):
+        e = min(s + _CHUNK, total)
+        mu_c, sg_c, lam_c, jlo = (flat[x][s:e] for x in ("mu", "sigma", "lam", "jlo"))
+        bb = base if base.size == 1 else base[s:e]
+        clb = clbase if clbase.size == 1 else clbase[s:e]
+        m = jlo[None, :] >> sh                                              # (N+1, b)
+        k_lo = (m - 1) >> 1                                                 # -1: no lower point
+        k_hi = k_lo + 1                                                     # 2^d: no upper point
+        ok_lo = k_lo >= 0
+        ok_hi = k_hi < cap
+        j_lo = (2 * k_lo + 1) << sh                                         # level-(N+1) j, (N+1, b)
+        j_hi = j_lo + (np.int64(2) << sh)
+        v_lo = ppf_level(q, k, np.where(ok_lo, j_lo, j_hi), g, bb)
+        v_hi = ppf_level(q, k, np.where(ok_hi, j_hi, j_lo), g, bb)
+        inf = np.isinf(sg_c)
+        inf = inf if inf.any() else None
+        lam_l = _lam_l(lam_c, d, cl, clb)                                   # (N+1, b)
+        o_lo = _objective(v_lo, mu_c, sg_c, lam_l, inf)
+        o_hi = _objective(v_hi, mu_c, sg_c, lam_l, inf)
+        rho_lo = jlo - j_lo
+        rho_hi = j_hi - jlo - 1
+        take_hi = ~ok_lo | (ok_hi & ((o_hi > o_lo) | ((o_hi == o_lo) & (rho_hi < rho_lo))))
+        o = np.where(take_hi, o_hi, o_lo)                                   # (N+1, b)
+        best = np.argmax(o, axis=0)                                         # first max: smallest depth
+        cols = np.arange(e - s)
+        hi = take_hi[best, cols]
+        depth[s:e] = best
+        index[s:e] = np.where(hi, k_hi[best, cols], k_lo[best, cols])
+        zhat[s:e] = np.where(hi, v_hi[best, cols], v_lo[best, cols])
+    out = [_from_rows(a.reshape(rshape), shape, nch, axis) for a in (depth, index, zhat)]
+    return Quantized(out[0], out[1], out[2], n)
+
+
+def quantize_exhaustive(mu, sigma, lam, prior: QuantilePrior | None = None, max_depth: int = 10,
+                        code_length=None, axis: int = 0) -> Quantized:
+    """The definition (SPEC.md §5.1, §5.3) by brute force over all 2^(N+1) - 1 grid points.
+
+    Same arguments and result as :func:`quantize`; O(2^N) work per latent: for tests and
+    for reading, not for use.  j_lo is recounted here from the grid values themselves.
+    """
+    n, mu, sigma, lam, prior, cl, nch, axis = _prepare(mu, sigma, lam, prior, max_depth,
+                                                       code_length, axis)
+    with np.errstate(over="ignore", under="ignore"):
+        return _quantize_exhaustive(n, mu, sigma, lam, prior, cl, nch, axis)
+
+
+def _quantize_exhaustive(n, mu, sigma, lam, prior, cl, nch, axis) -> Quantized:
+    shape = mu.shape
+    flat, base, clbase, rshape = _setup(n, mu, sigma, lam, prior, cl, nch, axis)
+    g = n + 1
+    j_all = np.arange(1, 1 << g, dtype=np.int64)[:, None]                  # (P, 1), P = 2^(N+1) - 1
+    d_all, k_all = grid_depth_index(j_all, n)
+    q = prior.table.reshape(-1)
+    total = flat["mu"].size
+    out_d = np.empty(total, dtype=np.int64)
+    out_k = np.empty(total, dtype=np.int64)
+    out_z = np.empty(total)
+    step = max(1, (1 << 21) // j_all.shape[0])
+    for s in range(0, total, step):
+        e = min(s + step, total)
+        mu_c, sg_c, lam_c = (flat[x][s:e] for x in ("mu", "sigma", "lam"))
+        bb = base if base.size == 1 else base[s:e][None, :]
+        clb = clbase if clbase.size == 1 else clbase[s:e]
+        v = ppf_level(q, prior.table_bits, j_all, g, bb)                   # (P, b) or (P, 1)
+        v = np.broadcast_to(v, (j_all.shape[0], e - s))
+        jlo = np.sum(v <= mu_c[None, :], axis=0)                           # (b,)
+        inf = np.isinf(sg_c)
+        o = _objective(v, mu_c, sg_c, _lam_l(lam_c, d_all, cl, clb), inf if inf.any() else None)
+        cand = o == o.max(axis=0)                                           # (P, b)
+        dd = np.where(cand, d_all, n + 1)
+        cand &= dd == dd.min(axis=0)
+        rho = np.where(j_all <= jlo, jlo - j_all, j_all - jlo - 1)
+        rr = np.where(cand, rho, np.iinfo(np.int64).max)
+        cand &= rr == rr.min(axis=0)
+        pick = np.argmax(cand, axis=0)                                      # smallest j = smallest index
+        cols = np.arange(e - s)
+        out_d[s:e] = d_all[pick, 0]
+        out_k[s:e] = k_all[pick, 0]
+        out_z[s:e] = v[pick, cols]
+    out = [_from_rows(a.reshape(rshape), shape, nch, axis) for a in (out_d, out_k, out_z)]
+    return Quantized(out[0], out[1], out[2], n)
+
+
+def dequantize(depth, index, prior: QuantilePrior | None = None, axis: int = 0) -> np.ndarray:
+    """Decoder side: zhat = F^-1((2 index + 1) / 2^(depth + 1)), SPEC.md §4.2 (bit-exact).
+
+    depth, index: integer arrays of one shape; the prior's channels run along ``axis``.
+    """
+    prior = standard_normal() if prior is None else prior
+    d = np.asarray(depth)
+    k = np.asarray(index)
+    if d.shape != k.shape:
+        raise ValueError(f"depth {d.shape} and index {k.shape} must have one shape")
+    if prior.num_channels == 1:
+        return prior.ppf_grid(d, k, 0)
+    if d.ndim == 0 or d.shape[axis] != prior.num_channels:
+        raise ValueError(f"depth/index need {prior.num_channels} entries along axis {axis}")
+    ch_shape = [1] * d.ndim
+    ch_shape[axis] = prior.num_channels
+    ch = np.arange(prior.num_channels, dtype=np.int64).reshape(ch_shape)
+    return prior.ppf_grid(d, k, ch)
+
+
+def depth_code_lengths(depth, max_depth: int, num_channels: int = 1, axis: int = 0,
+                       smoothing: float = 1.0) -> np.ndarray:
+    """Second-pass code lengths (SPEC.md §5.4), as the authors' code builds them.
+
+    L[c, d] = d - log2((count_c(d) + smoothing) / (total_c + smoothing * (N + 1)))
+    where count_c(d) counts latents of channel c (along ``axis``; all latents when
+    num_channels == 1) quantized to depth d in a first pass.  Returns (C, N + 1) float64.
+    """
+    n = _check_max_depth(max_depth)
+    d = np.asarray(depth)
+    if not np.issubdtype(d.dtype, np.integer) or (d.size and (d.min() < 0 or d.max() > n)):
+        raise ValueError(f"depth must be integers in 0..{n}")
+    if not smoothing > 0:
+        raise ValueError("smoothing must be > 0")
+    rows = _to_rows(d, num_channels, axis) if num_channels > 1 else d.reshape(1, -1)
+    if num_channels > 1 and d.shape[axis] != num_channels:
+        raise ValueError(f"depth has {d.shape[axis]} entries along axis {axis}, not {num_channels}")
+    counts = np.stack([np.bincount(r, minlength=n + 1) for r in rows]).astype(np.float64)
+    freq = (counts + smoothing) / (counts.sum(axis=1, keepdims=True) + smoothing * (n + 1))
+    return np.arange(n + 1, dtype=np.float64)[None, :] - np.log2(freq)

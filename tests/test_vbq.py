@@ -1,0 +1,308 @@
+"""Tests of the VBQ quantizer (SPEC.md §4.1, §5): brute-force equality, analytic cases, errors."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from bac_ref import priors as P
+from bac_ref import vbq
+
+RNG_SEED = 20200713
+
+
+def _fitted_prior():
+    """A small fitted empirical prior (K = 8: grid levels > 8 interpolate)."""
+    rng = np.random.default_rng(5)
+    x = np.stack([rng.standard_normal(3000) * 2 + 1, rng.laplace(size=3000) * 0.3,
+                  rng.standard_t(3, size=3000)])
+    return P.fit_empirical_prior(x, axis=0, method="kde", table_bits=8)
+
+
+PRIORS = {
+    "std_normal": P.standard_normal(),
+    "gaussian3": P.gaussian([0.3, -1.0, 2.0], [0.5, 2.0, 1e-3]),
+    "narrow": P.gaussian([1e3], [1e-3]),
+    "empirical3": _fitted_prior(),
+}
+
+
+def _hard_cases(rng, prior, n, size):
+    """(C, size) mu, sigma, lam: random values, grid points, their float neighbours,
+    midpoints, extremes; sigma from 5e-324 to +inf; lam from 0 to 1e300."""
+    c = prior.num_channels
+    g = n + 1
+    flat, k, width = prior.table.reshape(-1), prior.table_bits, prior.table.shape[1]
+    base = (np.arange(c) * width)[:, None]
+    j = rng.integers(1, 1 << g, (c, size))
+    v = P.ppf_level(flat, k, j, g, base)
+    v_next = P.ppf_level(flat, k, np.minimum(j + 1, (1 << g) - 1), g, base)
+    kind = rng.integers(0, 7, (c, size))
+    scale = np.abs(prior.table).max()
+    extreme = rng.choice([1e300, -1e300, 1.7e308, -1.79e308, 1e17, -1e17, 1e-300, 0.0, -5e12],
+                         (c, size))
+    mu = np.select(
+        [kind == 0, kind == 1, kind == 2, kind == 3, kind == 4, kind == 5],
+        [v, np.nextafter(v, np.inf), np.nextafter(v, -np.inf), (v + v_next) / 2, extreme,
+         rng.uniform(-1.2, 1.2, (c, size)) * scale],
+        rng.standard_normal((c, size)) * 3)
+    sigma = np.exp(rng.uniform(-30, 30, (c, size)))
+    u = rng.random((c, size))
+    sigma[u < 0.04] = np.inf
+    sigma = np.where((u >= 0.04) & (u < 0.08), rng.choice([5e-324, 1e-300, 1e300], (c, size)), sigma)
+    lam = 10 ** rng.uniform(-6, 6, (c, size))
+    u = rng.random((c, size))
+    lam[u < 0.1] = 0.0
+    lam[(u >= 0.1) & (u < 0.12)] = 1e300
+    return mu, sigma, lam
+
+
+def _same(a, b):
+    return (np.array_equal(a.depth, b.depth) and np.array_equal(a.index, b.index)
+            and np.array_equal(a.zhat.view(np.uint64), b.zhat.view(np.uint64)))
+
+
+# (prior, max_depth, cases per channel, with a random code-length table?)
+PLAN = [
+    ("std_normal", 1, 8000, False), ("std_normal", 4, 8000, False), ("std_normal", 10, 12000, False),
+    ("gaussian3", 1, 3000, False), ("gaussian3", 4, 3000, True), ("gaussian3", 10, 4000, False),
+    ("narrow", 4, 6000, False), ("narrow", 10, 6000, True),
+    ("empirical3", 1, 3000, False), ("empirical3", 4, 4000, True), ("empirical3", 10, 4000, False),
+    ("std_normal", 10, 6000, True),
+    ("std_normal", 16, 150, False), ("gaussian3", 16, 60, True), ("empirical3", 16, 60, False),
+]
+
+
+@pytest.mark.parametrize("name,n,size,with_cl", PLAN)
+def test_equals_brute_force(name, n, size, with_cl):
+    """>= 100,000 cases in all (see PLAN): the 2N+1-candidate search == exhaustive search."""
+    prior = PRIORS[name]
+    rng = np.random.default_rng([RNG_SEED, n, size, with_cl, len(name)])
+    mu, sigma, lam = _hard_cases(rng, prior, n, size)
+    cl = rng.uniform(0, 20, (prior.num_channels, n + 1)) if with_cl else None
+    fast = vbq.quantize(mu, sigma, lam, prior, n, code_length=cl)
+    slow = vbq.quantize_exhaustive(mu, sigma, lam, prior, n, code_length=cl)
+    assert _same(fast, slow)
+    assert fast.depth.max() <= n and fast.depth.min() >= 0
+    assert np.all((fast.index >= 0) & (fast.index < (1 << fast.depth)))
+
+
+def test_case_count():
+    total = sum(PRIORS[name].num_channels * size for name, _, size, _ in PLAN)
+    assert total >= 100_000
+
+
+def _scalar_reference(mu, sigma, lam, prior, n, cl=None):
+    """Independent, per-latent brute force in Python floats (one channel)."""
+    best = None
+    g = n + 1
+    q = [float(x) for x in prior.table[0]]
+    k = prior.table_bits
+    values = []
+    for j in range(1, 1 << g):
+        if g <= k:
+            v = q[j << (k - g)]
+        else:
+            s = g - k
+            i, r = j >> s, j & ((1 << s) - 1)
+            t = r / (1 << s)
+            v = q[i] + t * (q[i + 1] - q[i])
+        values.append(v)
+    jlo = sum(1 for v in values if v <= mu)
+    for j, v in enumerate(values, start=1):
+        tz = (j & -j).bit_length() - 1
+        d = n - tz
+        idx = j >> (tz + 1)
+        b = 0.0 if sigma == np.inf else (v - mu) / sigma
+        length = d if cl is None else cl[d]
+        o = -(b * b * 0.5) - lam * length
+        rho = jlo - j if j <= jlo else j - jlo - 1
+        key = (-o, d, rho, idx)
+        if best is None or key < best[0]:
+            best = (key, d, idx, v)
+    return best[1:]
+
+
+def test_scalar_reference_agrees():
+    rng = np.random.default_rng(RNG_SEED)
+    prior = P.gaussian([0.0], [0.7])
+    for n in (0, 1, 3, 6):
+        for _ in range(150):
+            mu = float(rng.standard_normal() * 2)
+            sigma = float(np.exp(rng.uniform(-5, 2)))
+            lam = float(10 ** rng.uniform(-4, 1))
+            r = vbq.quantize(mu, sigma, lam, prior, n)
+            assert (int(r.depth), int(r.index), float(r.zhat)) == _scalar_reference(mu, sigma, lam, prior, n)
+
+
+def test_tie_rule_rho_matters_for_non_monotone_code_lengths():
+    """sigma = inf makes every distortion 0: the cheapest depth wins, then the bracket of mu."""
+    prior = P.standard_normal()
+    cl = np.array([5.0, 9.0, 1.0])                       # depth 2 cheapest; not monotone in depth
+    mu = np.array([-2.0, -0.1, 0.1, 2.0])
+    r = vbq.quantize(mu, np.inf, 1.0, prior, 2, code_length=cl)
+    assert r.depth.tolist() == [2, 2, 2, 2]
+    # depth-2 points xi = 1/8, 3/8, 5/8, 7/8; nearest in grid rank to mu
+    assert r.index.tolist() == [0, 1, 2, 3]
+    assert _same(r, vbq.quantize_exhaustive(mu, np.inf, 1.0, prior, 2, code_length=cl))
+
+
+def test_grid_helpers_round_trip():
+    for n in range(0, 13):
+        j = np.arange(1, 1 << (n + 1))
+        d, k = vbq.grid_depth_index(j, n)
+        assert np.array_equal(vbq.grid_j(d, k, n), j)
+        assert np.all((k >= 0) & (k < (1 << d)))
+        assert np.array_equal(np.bincount(d), 1 << np.arange(n + 1))
+    j = np.array([1, 2, 3, (1 << 21) - 1, 1 << 20])
+    d, k = vbq.grid_depth_index(j, 20)
+    assert d.tolist() == [20, 19, 20, 20, 0] and k.tolist() == [0, 0, 1, (1 << 20) - 1, 0]
+    with pytest.raises(ValueError, match="j must lie"):
+        vbq.grid_depth_index([0], 3)
+    with pytest.raises(ValueError, match="index"):
+        vbq.grid_j([1], [2], 3)
+
+
+def test_lam_zero_gives_nearest_grid_point():
+    rng = np.random.default_rng(1)
+    prior = P.standard_normal()
+    n = 10
+    mu = rng.standard_normal(5000) * 1.5
+    r = vbq.quantize(mu, 0.3, 0.0, prior, n)
+    allv = prior.ppf_grid(*vbq.grid_depth_index(np.arange(1, 1 << (n + 1)), n))
+    nearest = np.min(np.abs(allv[:, None] - mu[None, :]), axis=0)
+    assert np.array_equal(np.abs(r.zhat - mu), nearest)
+
+
+def test_huge_lambda_gives_depth_zero():
+    rng = np.random.default_rng(2)
+    mu = rng.standard_normal((4, 1000)) * 3
+    r = vbq.quantize(mu, np.exp(rng.uniform(-3, 1, mu.shape)), 1e6, None, 16)
+    assert np.all(r.depth == 0) and np.all(r.index == 0) and np.all(r.zhat == 0.0)
+
+
+def test_sigma_inf_gives_prior_median():
+    prior = P.gaussian([0.5, -2.0], [1.0, 3.0])
+    mu = np.array([[1e6, -3.0, 0.0], [7.0, 1.0, -1e300]])
+    for lam in (0.0, 1e-9, 2.0):
+        r = vbq.quantize(mu, np.inf, lam, prior, 12)
+        assert np.all(r.depth == 0) and np.all(r.index == 0)
+        assert r.zhat.tolist() == [[0.5] * 3, [-2.0] * 3]
+
+
+def test_max_depth_20_and_zero():
+    rng = np.random.default_rng(3)
+    mu = rng.standard_normal(4)
+    r = vbq.quantize(mu, 1e-9, 1e-12, None, 20)
+    jlo = P.standard_normal().grid_floor(mu, 21)
+    assert np.all((r.j == jlo) | (r.j == jlo + 1))             # the nearest level-21 point
+    assert np.all(np.abs(r.zhat - mu) < 1e-4)
+    r0 = vbq.quantize(mu, 1e-9, 0.0, None, 0)
+    assert np.all(r0.depth == 0) and np.all(r0.zhat == 0)
+
+
+@pytest.mark.slow
+def test_max_depth_20_brute_force():
+    rng = np.random.default_rng(4)
+    mu, sigma, lam = _hard_cases(rng, PRIORS["std_normal"], 20, 6)
+    assert _same(vbq.quantize(mu, sigma, lam, None, 20),
+                 vbq.quantize_exhaustive(mu, sigma, lam, PRIORS["std_normal"], 20))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sigma=st.floats(1e-4, 1e3), lam=st.floats(0, 100), n=st.integers(0, 16),
+       lo=st.floats(-50, 50), width=st.floats(1e-9, 100))
+def test_zhat_monotone_in_mu(sigma, lam, n, lo, width):
+    prior = PRIORS["gaussian3"]
+    mu = np.linspace(lo, lo + width, 300)
+    r = vbq.quantize(np.stack([mu] * 3), sigma, lam, prior, n)
+    assert np.all(np.diff(r.zhat, axis=1) >= 0)
+    assert np.all(r.depth <= n)
+
+
+def test_channel_axis_and_lambda_map():
+    rng = np.random.default_rng(6)
+    prior = PRIORS["gaussian3"]
+    mu = rng.standard_normal((2, 3, 4, 5))                     # (B, C, H, W)
+    sigma = np.exp(rng.uniform(-3, 0, mu.shape))
+    lam = 10 ** rng.uniform(-2, 1, (4, 5))                      # a per-position lambda map
+    r1 = vbq.quantize(mu, sigma, lam, prior, 8, axis=1)
+    r0 = vbq.quantize(np.moveaxis(mu, 1, 0), np.moveaxis(sigma, 1, 0),
+                      np.broadcast_to(lam, (3, 2, 4, 5)), prior, 8, axis=0)
+    assert np.array_equal(np.moveaxis(r0.depth, 0, 1), r1.depth)
+    assert np.array_equal(np.moveaxis(r0.zhat, 0, 1), r1.zhat)
+    one = vbq.quantize(mu[0, :, 1:2, 2:3], sigma[0, :, 1:2, 2:3], lam[1, 2], prior, 8, axis=0)
+    assert np.array_equal(one.index[:, 0, 0], r1.index[0, :, 1, 2])
+    assert np.array_equal(vbq.dequantize(r1.depth, r1.index, prior, axis=1).view(np.uint64),
+                          r1.zhat.view(np.uint64))
+
+
+def test_default_code_length_equals_depth_table():
+    rng = np.random.default_rng(7)
+    mu = rng.standard_normal((3, 500))
+    sigma = np.exp(rng.uniform(-4, 1, mu.shape))
+    a = vbq.quantize(mu, sigma, 0.7, PRIORS["gaussian3"], 10)
+    b = vbq.quantize(mu, sigma, 0.7, PRIORS["gaussian3"], 10, code_length=np.arange(11.0))
+    assert _same(a, b)
+
+
+def test_depth_code_lengths_formula():
+    depth = np.array([[0, 0, 1, 2], [2, 2, 2, 2]])
+    cl = vbq.depth_code_lengths(depth, 2, num_channels=2, axis=0)
+    expect0 = np.arange(3) - np.log2((np.array([2, 1, 1]) + 1) / (4 + 3))
+    expect1 = np.arange(3) - np.log2((np.array([0, 0, 4]) + 1) / (4 + 3))
+    assert np.allclose(cl, [expect0, expect1], rtol=0, atol=1e-15)
+    r = vbq.quantize(np.zeros((2, 3)), 1.0, 1.0, None, 2, code_length=cl)
+    assert r.depth.shape == (2, 3)
+
+
+def test_golden_vector():
+    """Pinned results: any change to grid, table, objective or tie rule shows up here."""
+    mu = np.array([0.0, 0.37, -1.234, 2.5, -3.9, 8.0, 0.0012, -0.5])
+    sigma = np.array([1.0, 0.05, 0.2, 0.01, 0.5, 0.3, np.inf, 1e-6])
+    lam = np.array([0.1, 0.3, 0.05, 1.0, 0.01, 2.0, 0.0, 1e-3])
+    r = vbq.quantize(mu, sigma, lam, None, 10)
+    assert r.depth.tolist() == GOLDEN_DEPTH
+    assert r.index.tolist() == GOLDEN_INDEX
+    assert [float(z).hex() for z in r.zhat] == GOLDEN_ZHAT
+
+
+GOLDEN_DEPTH = [0, 2, 2, 8, 10, 10, 0, 7]
+GOLDEN_INDEX = [0, 2, 0, 254, 0, 1023, 0, 39]
+GOLDEN_ZHAT = ['0x0.0p+0', '0x1.464965bdc7eafp-2', '-0x1.267d4c07b0567p+0', '0x1.429fd11029feap+1',
+               '-0x1.a60a6e7a2afbbp+1', '0x1.a60a6e7a2afbbp+1', '0x0.0p+0', '-0x1.ffd625b9fcee7p-2']
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(mu=[np.nan, 0.0]), "mu contains NaN"),
+    (dict(mu=[0.0, -np.inf]), "mu contains NaN or infinite"),
+    (dict(sigma=[0.0]), "sigma must be > 0"),
+    (dict(sigma=[-1.0]), "sigma must be > 0"),
+    (dict(sigma=[np.nan]), "sigma must be > 0"),
+    (dict(lam=-0.1), "lam must be >= 0"),
+    (dict(lam=np.nan), "lam must be >= 0"),
+    (dict(lam=np.inf), "lam must be finite"),
+    (dict(sigma=[1.0, 2.0, 3.0]), "do not broadcast"),
+    (dict(mu=[0.0], sigma=[1.0, 2.0]), "must broadcast to mu"),
+    (dict(max_depth=21), "max_depth must lie"),
+    (dict(max_depth=-1), "max_depth must lie"),
+    (dict(max_depth=2.0), "max_depth must be an integer"),
+    (dict(code_length=np.ones(5)), "code_length must be"),
+    (dict(code_length=-np.ones(11)), "finite and >= 0"),
+    (dict(prior="normal"), "prior must be"),
+])
+def test_errors(kwargs, match):
+    args = dict(mu=[0.0, 1.0], sigma=[1.0, 1.0], lam=1.0, max_depth=10)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        vbq.quantize(**args)
+
+
+def test_channel_mismatch_errors():
+    prior = PRIORS["gaussian3"]
+    with pytest.raises(ValueError, match="3 channels"):
+        vbq.quantize(np.zeros((4, 2)), 1.0, 1.0, prior)
+    with pytest.raises(ValueError, match="channel axis"):
+        vbq.quantize(0.0, 1.0, 1.0, prior)
+    with pytest.raises(ValueError, match="axis"):
+        vbq.quantize(np.zeros((3, 2)), 1.0, 1.0, prior, axis=2)
+    with pytest.raises(ValueError, match="code_length has 2 channels"):
+        vbq.quantize(np.zeros((3, 2)), 1.0, 1.0, prior, code_length=np.zeros((2, 11)))
