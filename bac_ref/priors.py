@@ -684,8 +684,9 @@ def _fit_balle(y: np.ndarray, maxiter: int, seed: int,
     return best
 
 
-def fit_empirical_prior(samples, axis: int = 0, method: str = "kde", table_bits: int = 10,
-                        max_samples: int = 50_000, maxiter: int = 500, seed: int = 0) -> QuantilePrior:
+def fit_empirical_prior(samples, axis: int = 0, method: str = "kde", table_bits: int = 8,
+                        max_samples: int | None = None, maxiter: int = 300,
+                        seed: int = 0) -> QuantilePrior:
     """Fit one prior per channel to samples of posterior means (SPEC.md §4.4).
 
     samples: array with the C channels along ``axis``; every other axis is pooled.
@@ -709,6 +710,8 @@ def fit_empirical_prior(samples, axis: int = 0, method: str = "kde", table_bits:
     x = _channels_last_2d(samples, axis)                                   # (C, n)
     C, n = x.shape
     x = np.sort(x, axis=1)
+    if max_samples is None:
+        max_samples = 50_000 if method == "kde" else 2_000
     if n > max_samples:
         pick = (np.arange(max_samples) * n) // max_samples + (n // max_samples) // 2
         x = x[:, pick]

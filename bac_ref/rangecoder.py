@@ -391,6 +391,23 @@ class Encoder:
             add_mass(entry.masses[s])
         self._code_intervals(interval_starts, interval_masses)
 
+    def encode_intervals(self, starts, masses) -> None:
+        """Code the intervals [starts[i], starts[i] + masses[i]) of 2^24 in order.
+
+        The low-level entry point for adaptive models that compute their own
+        intervals (SPEC.md §2.2); every pair must satisfy
+        0 <= start < start + mass <= 2^24 (checked here, once per call).
+        Invariant before and after: 0 <= lower < 2^64, 2^32 <= range < 2^64.
+        """
+        starts = list(starts)
+        masses = list(masses)
+        if len(starts) != len(masses):
+            raise ValueError(f"{len(starts)} starts but {len(masses)} masses")
+        if starts and (min(starts) < 0 or min(masses) < 1
+                       or max(s + m for s, m in zip(starts, masses)) > TOTAL):
+            raise ValueError("every interval must satisfy 0 <= start < start + mass <= 2^24")
+        self._code_intervals(starts, masses)
+
     def encode_uniform_many(self, values, bits: int) -> None:
         """Encode every value in ``values`` with ``encode_uniform(value, bits)``.
 
@@ -541,6 +558,22 @@ class Decoder:
         self._count += 1
         if not (0 <= diff < range_ and RANGE_MIN <= range_ <= STATE_MASK):
             _broken(f"point - lower = {diff:#x}, range = {range_:#x}")
+
+    def quantile(self) -> int:
+        """The 24-bit quantile q of the next step (SPEC.md §2.7), without consuming it.
+
+        An adaptive model finds the interval [start, start + mass) that holds q
+        and then calls ``consume(start, mass)``.  BitstreamError if q >= 2^24.
+        """
+        return self._quantile()
+
+    def consume(self, start: int, mass: int) -> None:
+        """Remove the interval [start, start + mass) found for ``quantile()``.
+
+        The caller guarantees start <= quantile() < start + mass <= 2^24.
+        Invariant after: 0 <= point - lower < range, 2^32 <= range < 2^64.
+        """
+        self._consume(start, mass)
 
     def decode(self, cdf) -> int:
         """Decode one symbol coded with the table ``cdf``.

@@ -1,0 +1,79 @@
+"""Build a shippable model file: trained weights + the fitted coding prior.
+
+    python -m bac_ref.release --weights runs/vae/model.npz \\
+        --out pretrained_npz/bmshj2017-vae-n128.npz
+
+The VAE is trained with an N(0, I) prior, but VBQ codes in the CDF space of
+an *empirical* prior fitted per channel to posterior means (the paper, Sec.
+5; SPEC.md §4.4).  This script runs the NumPy analysis transform on training
+images (never Kodak), fits that prior with :func:`bac_ref.priors.fit_empirical_prior`
+and writes weights, metadata and ``prior.*`` arrays into one .npz, then
+records its sha256 in the folder's MANIFEST.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from .imageio import read_image, to_rgb_float
+from .model import load_model
+from .priors import fit_empirical_prior
+from .weights import PARAM_LAYOUT, export_npz, load_npz_arrays
+
+
+def training_images(root: str):
+    """The training split of bac_ref.train (sorted; every 25th file is validation)."""
+    import glob
+    files = sorted(glob.glob(os.path.join(root, "**", "*.png"), recursive=True)
+                   + glob.glob(os.path.join(root, "**", "*.jpg"), recursive=True))
+    files = [f for f in files if "kodak" not in f.lower()]
+    return [f for i, f in enumerate(files) if i % 25 != 0]
+
+
+def posterior_means(model, files, progress=True):
+    mus = []
+    for i, f in enumerate(files):
+        x = to_rgb_float(read_image(f))
+        mu, _ = model.analysis(x)
+        mus.append(mu.reshape(mu.shape[0], -1))
+        if progress:
+            print(f"\r  posterior means: {i + 1}/{len(files)}", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return np.concatenate(mus, axis=1)              # (M, n)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Build a model file with its fitted coding prior.")
+    p.add_argument("--weights", default="runs/vae/model.npz")
+    p.add_argument("--out", default="pretrained_npz/bmshj2017-vae-n128.npz")
+    p.add_argument("--data", default=os.path.join("..", "shared", "data", "train"))
+    p.add_argument("--images", type=int, default=120, help="training images to fit on")
+    p.add_argument("--method", default="kde", choices=["kde", "balle2018"])
+    args = p.parse_args(argv)
+
+    t0 = time.time()
+    model = load_model(args.weights)
+    files = training_images(args.data)
+    files = files[:: max(1, len(files) // args.images)][: args.images]
+    mu = posterior_means(model, files)
+    prior = fit_empirical_prior(mu, axis=0, method=args.method)
+    arrays, meta = load_npz_arrays(args.weights)
+    weights = {k: arrays[k] for k in PARAM_LAYOUT}
+    meta = dict(meta)
+    meta["prior"] = {"method": args.method, "fitted_on": "posterior means of training images",
+                     "images": [os.path.relpath(f, args.data) for f in files],
+                     "samples_per_channel": int(mu.shape[1])}
+    digest = export_npz(args.out, weights, meta, extra=prior.to_arrays("prior."))
+    os.chmod(args.out, 0o644)
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB, sha256 {digest[:16]}...) "
+          f"in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
