@@ -12,7 +12,7 @@ shaped (C, H, W) or (C, n)); symbols are coded channel-major.
     mu --quantize()--> symbols (int64) --encode()--> bytes --decode()--> symbols
                                   \--reconstruct()--> zhat (float64)
 
-Quantizers (the paper's definitions where it has one, Sec. 5 and its code):
+Quantizers (the paper's definitions where it has one, from its image experiments and code):
 
 * :class:`UniformQuantizer`  levels n in 2..256 equal bins over [min, max] of the
   fitting set's posterior means per channel; symbol = clip(floor((mu - min)/delta), 0, n-1),

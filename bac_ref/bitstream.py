@@ -23,6 +23,7 @@ any large allocation (the pixel limit guards against memory bombs).
 """
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -83,8 +84,9 @@ def _check(header: Header) -> None:
     if header.height * header.width > MAX_PIXELS:
         raise BitstreamError(f"image of {header.height}x{header.width} pixels exceeds the "
                              f"limit of {MAX_PIXELS} pixels")
-    if not (header.lam >= 0.0 and header.lam != float("inf")):   # rejects NaN too
-        raise BitstreamError(f"lambda {header.lam!r} is not a finite number >= 0")
+    if not (header.lam >= 0.0 and header.lam != float("inf")) or math.copysign(1.0, header.lam) < 0:
+        raise BitstreamError(f"lambda {header.lam!r} is not a finite number >= 0 "
+                             "(NaN, infinities and -0.0 are invalid)")
     if len(header.model_id) != 8:
         raise BitstreamError("model id must be 8 bytes")
 

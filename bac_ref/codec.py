@@ -167,7 +167,7 @@ class _Analysed:
         payload = entropy_model.encode_symbols(q.depth, q.index, self.max_depth)
         header = bitstream.Header(
             height=self.height, width=self.width,
-            lam=float(lam_arr.max()) if lam_arr.size else 0.0,
+            lam=float(lam_arr.max()) + 0.0,       # + 0.0 turns -0.0 into 0.0
             max_depth=self.max_depth, model_id=model_id_bytes(self.model),
             grey=self.grey, lambda_map=lam_arr.ndim > 0, second_pass=bool(second_pass))
         return Encoded(bitstream.pack(header, payload), header, q.depth, q.index, q.zhat, lam)

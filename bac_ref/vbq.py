@@ -1,4 +1,4 @@
-r"""The VBQ quantizer (SPEC.md §4.1, §5): Yang, Bamler & Mandt, ICML 2020, Sec. 3.
+r"""The VBQ quantizer (SPEC.md §4.1, §5): Yang, Bamler & Mandt, "Variational Bayesian Quantization", ICML 2020.
 
 A model gives, per latent dimension, a Gaussian posterior N(mu, sigma^2) and a
 prior with CDF F (per channel, :mod:`bac_ref.priors`).  VBQ chooses a point of
@@ -12,14 +12,15 @@ The grid (SPEC.md §4.1).  A grid point is an integer pair (depth d, index k),
 Equivalently it is j = (2k + 1) * 2^(N - d) on the uniform grid j / 2^(N+1),
 1 <= j <= 2^(N+1) - 1, and d = N - (trailing zero bits of j)::
 
-    d=0                          k=0
-    d=1             k=0                      k=1
-    d=2       k=0         k=1         k=2         k=3
-    j:     1  2  3  4  5  6  7  8  9 10 11 12 13 14 15        (N = 3, xi = j / 16)
-          [d3 d2 d3 d1 d3 d2 d3 d0 d3 d2 d3 d1 d3 d2 d3]
+    d=0                         k0
+    d=1             k0                      k1
+    d=2       k0          k1          k2          k3
+    d=3    k0    k1    k2    k3    k4    k5    k6    k7
+    j:      1  2  3  4  5  6  7  8  9 10 11 12 13 14 15     (N = 3: xi = j / 16)
 
-The objective (SPEC.md §5.1; the paper's Eq. 9 with a Gaussian posterior, as the
-authors' code evaluates it, constant terms dropped): maximise over grid points
+The objective (SPEC.md §5.1; the paper's rate-penalised posterior log-density for a
+Gaussian posterior, exactly as the authors' code evaluates it in
+img-compression/quantizer.py, constant terms dropped): maximise over grid points
 
     O(d, k) = -((zhat - mu) / sigma)^2 / 2  -  lam * L
 
@@ -43,8 +44,10 @@ rho(j) = j_lo - j for j <= j_lo and j - j_lo - 1 otherwise; (3) the smallest
 index.  This rule picks a bracket point whenever the brute force over all
 2^(N+1) - 1 points does (a farther point on the same side never has a larger
 O, and has a larger rho), so the search EQUALS :func:`quantize_exhaustive`;
-the tests check it on >10^5 cases.  All of it uses IEEE-754 basic operations
-only, so the encoder's choice is also reproducible across platforms.
+the tests check it on >10^5 cases.  With L non-decreasing in depth (L = d)
+rules (2) and (3) never act: two tied points of the winning depth would enclose
+a shallower point with at least the same O.  All of it uses IEEE-754 basic
+operations only, so the encoder's choice is also reproducible across platforms.
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ __all__ = [
     "grid_j", "grid_depth_index", "depth_code_lengths",
 ]
 
-_CHUNK = 1 << 15
+_CHUNK = 1 << 12                 # latents per block: (N+1, 4096) arrays stay in cache
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,7 @@ def _quantize(n, mu, sigma, lam, prior, cl, nch, axis) -> Quantized:
     d = np.arange(n + 1, dtype=np.int64)[:, None]                          # (N+1, 1)
     sh = n - d                                                              # (N+1, 1)
     cap = np.int64(1) << d                                                  # 2^d, (N+1, 1)
+    top = (np.int64(1) << g) - 1
     for s in range(0, total, _CHUNK):
         e = min(s + _CHUNK, total)
         mu_c, sg_c, lam_c, jlo = (flat[x][s:e] for x in ("mu", "sigma", "lam", "jlo"))
@@ -272,8 +276,9 @@ def _quantize(n, mu, sigma, lam, prior, cl, nch, axis) -> Quantized:
         ok_hi = k_hi < cap
         j_lo = (2 * k_lo + 1) << sh                                         # level-(N+1) j, (N+1, b)
         j_hi = j_lo + (np.int64(2) << sh)
-        v_lo = ppf_level(q, k, np.where(ok_lo, j_lo, j_hi), g, bb)
-        v_hi = ppf_level(q, k, np.where(ok_hi, j_hi, j_lo), g, bb)
+        # An invalid candidate is evaluated at a clamped j and never selected (take_hi below).
+        v_lo = ppf_level(q, k, np.maximum(j_lo, 1), g, bb)
+        v_hi = ppf_level(q, k, np.minimum(j_hi, top), g, bb)
         inf = np.isinf(sg_c)
         inf = inf if inf.any() else None
         lam_l = _lam_l(lam_c, d, cl, clb)                                   # (N+1, b)

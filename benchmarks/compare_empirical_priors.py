@@ -25,6 +25,9 @@ held-out latents, reporting
   mse_z       latent-space mean squared error of zhat vs mu; wd = mean ((zhat-mu)/sigma)^2
   psnr        dB of the decoded crops (synthesis of zhat, uint8 rounding, RGB)
 and a BD-rate of each prior against "kde" (rate_paper vs psnr, piecewise-linear in log rate).
+With --baselines, the bac_ref.baselines quantizers (uniform, k-means, uncertainty-blind
+VBQ with the kde prior, integer rounding) run on the same split with real range-coded
+sizes, and their BD-rate against VBQ (real bytes vs PSNR) is printed.
 Run time: minutes (the Balle fit dominates); timings are not the point.
 """
 from __future__ import annotations
@@ -108,6 +111,41 @@ def bd_rate(r_ref, p_ref, r_test, p_test):
     return float((np.exp(np.mean(diff)) - 1) * 100)
 
 
+def run_baselines(args, model, fitted, mu_f, sg_f, mu_e, sg_e, ev_crops, pixels):
+    """Uniform, k-means, uncertainty-blind VBQ and integer rounding on the same split (real bytes)."""
+    from bac_ref import baselines as bl
+    cf = lambda a: np.moveaxis(a, 1, 0)                                  # noqa: E731
+    prior = fitted.get("kde") or next(iter(fitted.values()))
+    families = {
+        "uniform": [lambda n=n: bl.UniformQuantizer(n) for n in (2, 4, 8, 16, 32, 64)],
+        "kmeans": [lambda n=n: bl.KMeansQuantizer(n) for n in (2, 4, 8, 16, 32)],
+        "blind_vbq": [lambda lam=lam: bl.BlindVBQ(lam, prior, args.max_depth) for lam in args.lambdas],
+        "rounding": [lambda s=s: bl.IntegerRounding(s) for s in (2.0, 1.0, 0.5, 0.25, 0.125)],
+    }
+    out = {}
+    for fam, makers in families.items():
+        rows = []
+        for make in makers:
+            q = make()
+            if fam == "blind_vbq":
+                q.fit(cf(mu_f), cf(sg_f))
+            else:
+                q.fit(cf(mu_f))
+            r = q.quantize(cf(mu_e), cf(sg_e))
+            data = q.encode(r.symbols)
+            zhat = np.moveaxis(r.zhat, 0, 1)
+            row = {"param": getattr(q, "levels", getattr(q, "k", getattr(q, "lam", getattr(q, "step", None)))),
+                   "bytes": len(data), "bytes_bpp": 8 * len(data) / pixels,
+                   "mse_z": float(np.mean((zhat - mu_e) ** 2))}
+            if not args.no_psnr:
+                row["psnr"] = psnr_of(model, zhat, ev_crops)
+            rows.append(row)
+            print(f"{fam:10s} {row['param']!s:>6s}  bytes {row['bytes_bpp']:.4f} bpp  mse_z {row['mse_z']:.4f}"
+                  + (f"  psnr {row['psnr']:.2f}" if "psnr" in row else ""), flush=True)
+        out[fam] = rows
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=os.path.join(HERE, "..", "runs", "vae", "ckpt.pt"),
@@ -124,6 +162,8 @@ def main(argv=None):
     ap.add_argument("--priors", nargs="+", default=["std_normal", "gaussian", "kde", "balle2018"])
     ap.add_argument("--no-bytes", action="store_true", help="skip the real range coding")
     ap.add_argument("--no-psnr", action="store_true", help="skip synthesis / PSNR")
+    ap.add_argument("--baselines", action="store_true",
+                    help="also run the bac_ref.baselines quantizers (real bytes, PSNR)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="write all numbers here")
     args = ap.parse_args(argv)
@@ -209,6 +249,8 @@ def main(argv=None):
                   + f"  wd {row['wd']:.3f}" + (f"  psnr {row['psnr']:.2f}" if "psnr" in row else ""),
                   flush=True)
         results["priors"][label] = rows
+    if args.baselines:
+        results["baselines"] = run_baselines(args, model, fitted, mu_f, sg_f, mu_e, sg_e, ev_crops, pixels)
     if not args.no_psnr:
         ref = next((k for k in results["priors"] if k.startswith("kde")), None)
         if ref is not None:
@@ -220,6 +262,13 @@ def main(argv=None):
                              [r["rate_paper_bpp"] for r in rows], [r["psnr"] for r in rows])
                 results["bd_rate_vs_" + ref][label] = bd
                 print(f"  {label:12s} {bd:+7.2f} %")
+            if "baselines" in results and "bytes" in rr[0]:
+                print(f"BD-rate vs VBQ with {ref} (real bytes vs PSNR; positive = baseline needs more bits):")
+                for label, rows in results["baselines"].items():
+                    bd = bd_rate([r["bytes_bpp"] for r in rr], [r["psnr"] for r in rr],
+                                 [r["bytes_bpp"] for r in rows], [r["psnr"] for r in rows])
+                    results["bd_rate_vs_" + ref]["baseline_" + label] = bd
+                    print(f"  {label:12s} {bd:+7.2f} %")
     print(f"total {time.time() - t0:.0f} s")
     if args.json:
         with open(args.json, "w") as fh:

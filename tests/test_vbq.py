@@ -244,6 +244,18 @@ def test_default_code_length_equals_depth_table():
     assert _same(a, b)
 
 
+def test_one_channel_prior_with_per_channel_code_lengths():
+    rng = np.random.default_rng(8)
+    mu, sigma, lam = _hard_cases(rng, PRIORS["std_normal"], 6, 3000)
+    mu, sigma, lam = (np.stack([a[0]] * 3) for a in (mu, sigma, lam))
+    cl = rng.uniform(0, 10, (3, 7))
+    fast = vbq.quantize(mu, sigma, lam, None, 6, code_length=cl)
+    assert _same(fast, vbq.quantize_exhaustive(mu, sigma, lam, None, 6, code_length=cl))
+    for c in range(3):
+        one = vbq.quantize(mu[c], sigma[c], lam[c], None, 6, code_length=cl[c])
+        assert np.array_equal(one.j, fast.j[c])
+
+
 def test_depth_code_lengths_formula():
     depth = np.array([[0, 0, 1, 2], [2, 2, 2, 2]])
     cl = vbq.depth_code_lengths(depth, 2, num_channels=2, axis=0)

@@ -1,0 +1,629 @@
+"""The command line: ``bac-ref`` (or ``python -m bac_ref``).
+
+    bac-ref compress IN OUT.bac [--lam L | --bpp B | --psnr P]       one image
+    bac-ref compress IN... --out-dir DIR [--jobs N]                  many images
+    bac-ref decompress IN.bac OUT.png                                .bac -> PNG
+    bac-ref info FILE.bac [--symbols OUT.npz]                        header, sizes, symbols
+    bac-ref demo [--out DIR]                                         kodim23 at three rates
+    bac-ref conform ...                                              bac_ref.conformance, if present
+
+Data flow (SPEC.md §8-§10; the work is done by :mod:`bac_ref.codec`)::
+
+    IN --read_image--> ImageData --compress_details(lam)--> .bac bytes --atomic write--> OUT
+    IN.bac --read--> bytes --decompress_details--> uint8 pixels --write_png--> OUT.png
+
+Contract of every subcommand:
+
+* exit 0 on success; 2 for bad input (unreadable or invalid image, a corrupted
+  .bac file, a wrong or damaged model file, a bad option, an existing output
+  without --force, a missing file); 1 for an unexpected bug.
+* an error is exactly one line on stderr, ``bac-ref: error: <message>``; an
+  unexpected bug adds a hint to rerun with ``BAC_REF_DEBUG=1`` (which prints
+  the traceback too).
+* outputs are written to a temporary file in the target folder and renamed into
+  place: a failure never leaves a partial file, and an existing file is never
+  replaced without --force.
+* results go to stdout; progress (only for work that takes more than about
+  2 s) and warnings go to stderr; --quiet silences progress.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import io
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+PROG = "bac-ref"
+DEFAULT_LAMBDA = 3.0
+PROGRESS_DELAY = 2.0                 # seconds of work before progress is shown
+DEMO_IMAGE = "kodim23.png"
+DEMO_LAMBDAS = (30.0, 6.0, 0.3)      # ~0.15, ~0.4, ~1.0 bpp on kodim23 (measured, see demo)
+DEBUG_ENV = "BAC_REF_DEBUG"
+
+
+class UsageError(ValueError):
+    """A bad command line (exit 2)."""
+
+
+# Expected failures: the user's input, not our bug (exit 2).
+def _expected_errors():
+    from .errors import BitstreamError, ModelFileError
+    from .imageio import ImageFormatError
+    return (BitstreamError, ModelFileError, ImageFormatError, ValueError, OSError)
+
+
+# ---------------------------------------------------------------------------
+# Output helpers
+# ---------------------------------------------------------------------------
+def _err(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an expected error."""
+    if isinstance(exc, FileExistsError):
+        name = exc.filename or str(exc).split(": file exists")[0]
+        return f"{name}: file exists (pass --force to replace it)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
+
+
+class _Progress:
+    """Progress lines on stderr, shown only once the work has taken PROGRESS_DELAY s.
+
+    ``label`` ("compressing x.png") is printed by a timer thread when the work
+    is still running after the delay; later ``step`` messages (the lambdas a
+    rate search tries) are printed from then on.  ``quiet`` silences it all.
+    """
+
+    def __init__(self, label: str, quiet: bool, delay: float = PROGRESS_DELAY):
+        self.label = label
+        self.quiet = quiet
+        self.shown = False
+        self.last = None
+        self._lock = threading.Lock()
+        self._timer = None
+        if not quiet:
+            self._timer = threading.Timer(delay, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _show(self):
+        with self._lock:
+            if not self.shown:
+                self.shown = True
+                print(f"{self.label} ...", file=sys.stderr, flush=True)
+                if self.last:
+                    print(f"  {self.last}", file=sys.stderr, flush=True)
+
+    def step(self, message: str) -> None:
+        with self._lock:
+            self.last = message
+            if self.shown:
+                print(f"  {message}", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.done()
+
+
+def _check_new(path: str, force: bool) -> None:
+    """Refuse an existing output (before any work) unless --force."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "is a directory", path)
+    if not force and os.path.lexists(path):
+        raise FileExistsError(17, "file exists", path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(2, "no such folder for the output", folder)
+
+
+def atomic_write(path: str, data: bytes, force: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder.
+
+    The file appears complete or not at all.  Without ``force`` an existing
+    file is never replaced (os.link is an atomic no-clobber rename), else
+    FileExistsError.
+    """
+    path = os.fspath(path)
+    if not force and os.path.lexists(path):
+        raise FileExistsError(17, "file exists", path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)             # mkstemp makes 0600
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(17, "file exists", path) from None
+            except OSError:                        # no hard links here: check, then rename
+                if os.path.lexists(path):
+                    raise FileExistsError(17, "file exists", path) from None
+                os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _fmt_lam(lam) -> str:
+    return f"{float(lam):.4g}"
+
+
+# ---------------------------------------------------------------------------
+# compress
+# ---------------------------------------------------------------------------
+def _rate_kwargs(args) -> dict:
+    if args.bpp is not None:
+        return {"bpp": args.bpp}
+    if args.psnr is not None:
+        return {"psnr": args.psnr}
+    return {"lam": DEFAULT_LAMBDA if args.lam is None else args.lam}
+
+
+def compress_file(src: str, dst: str, *, rate: dict, model=None, max_depth: int = 10,
+                  second_pass: bool = False, force: bool = False, quiet: bool = False,
+                  report_psnr: bool = True, show_progress: bool = True):
+    """Compress one image file to ``dst``; returns (summary line, warnings).
+
+    Raises the codec's errors (BitstreamError, ModelFileError, ImageFormatError,
+    ValueError, OSError) for bad input.  Used by ``compress`` and its workers.
+    """
+    from . import codec
+    from .imageio import read_image
+
+    _check_new(dst, force)
+    warnings = []
+    img = read_image(src)
+    if img.has_alpha:
+        warnings.append(f"{src}: the alpha channel is dropped (the codec stores RGB or grey)")
+    search = "bpp" in rate or "psnr" in rate
+    what = ", ".join(f"{k}={v:g}" for k, v in rate.items())
+    with _Progress(f"compressing {src} ({what})", quiet or not show_progress) as prog:
+        unit = " bpp" if "bpp" in rate else " dB"
+        enc = codec.compress_details(img, model=model, max_depth=max_depth,
+                                     second_pass=second_pass,
+                                     progress=(lambda msg: prog.step(msg + unit)) if search
+                                     else None, **rate)
+        line = (f"{os.path.basename(src)} -> {os.path.basename(dst)}: {len(enc.data)} bytes, "
+                f"{enc.bpp:.3f} bpp, lambda {_fmt_lam(enc.header.lam)}")
+        if report_psnr or "psnr" in rate:
+            prog.step("measuring PSNR")
+            m = codec.get_model(model)
+            x, grey = codec.as_float_image(img)
+            x_hat = m.synthesis(enc.zhat.astype("float32"), size=x.shape[:2])
+            value = codec.psnr(codec.to_pixels(x, grey), codec.to_pixels(x_hat, grey))
+            line += f" (PSNR {value:.2f} dB)"
+        atomic_write(dst, enc.data, force)
+    return line, warnings
+
+
+def _compress_worker(src, dst, kwargs):
+    """Process-pool task: (status, text, warnings); status 0 ok, 2 bad input, 1 bug."""
+    try:
+        line, warnings = compress_file(src, dst, **kwargs)
+        return 0, line, warnings
+    except KeyboardInterrupt:
+        raise
+    except _expected_errors() as exc:
+        return 2, _prefixed(src, exc), []
+    except Exception as exc:                       # noqa: BLE001 - reported, not hidden
+        detail = traceback.format_exc() if os.environ.get(DEBUG_ENV) == "1" else ""
+        text = " ".join(str(exc).split())
+        return 1, f"{src}: internal error: {type(exc).__name__}: {text}", [detail] if detail else []
+
+
+def _prefixed(src: str, exc: BaseException) -> str:
+    """The message, led by the input's name unless it names its own file already."""
+    from .errors import ModelFileError
+    text = _describe(exc)
+    if src in text or isinstance(exc, (OSError, ModelFileError)):
+        return text
+    return f"{src}: {text}"
+
+
+def cmd_compress(args) -> int:
+    kwargs = dict(rate=_rate_kwargs(args), model=args.model, max_depth=args.max_depth,
+                  second_pass=args.second_pass, force=args.force, quiet=args.quiet,
+                  report_psnr=args.report_psnr)
+    if args.out_dir is None:
+        if len(args.paths) != 2:
+            raise UsageError("compress takes IN OUT, or IN... --out-dir DIR for many files")
+        if args.jobs is not None:
+            raise UsageError("--jobs needs --out-dir")
+        src, dst = args.paths
+        try:
+            line, warnings = compress_file(src, dst, **kwargs)
+        except _expected_errors() as exc:
+            raise _Reported(_prefixed(src, exc)) from exc
+        for w in warnings:
+            _warn(w)
+        print(line, flush=True)
+        return 0
+    return _compress_many(args.paths, args.out_dir, args.jobs or 1, kwargs)
+
+
+def _compress_many(sources, out_dir, jobs, kwargs) -> int:
+    if jobs < 1:
+        raise UsageError("--jobs must be >= 1")
+    os.makedirs(out_dir, exist_ok=True)
+    kwargs = dict(kwargs, show_progress=False)
+    targets, seen, status = [], {}, 0
+    for src in sources:
+        dst = os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".bac")
+        if dst in seen:
+            _err(f"{src}: same output name as {seen[dst]} ({dst}); skipped")
+            status = 2
+            continue
+        seen[dst] = src
+        targets.append((src, dst))
+    prog = _Progress(f"compressing {len(targets)} files ({jobs} job{'s' * (jobs > 1)})", kwargs["quiet"])
+    try:
+        if jobs == 1 or len(targets) <= 1:
+            results = (_compress_worker(s, d, kwargs) for s, d in targets)
+            status = max(status, _report_batch(results, len(targets), prog))
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(max_workers=min(jobs, len(targets))) as pool:
+                futures = [pool.submit(_compress_worker, s, d, kwargs) for s, d in targets]
+                status = max(status, _report_batch((f.result() for f in futures),
+                                                   len(targets), prog))
+    finally:
+        prog.done()
+    return status
+
+
+def _report_batch(results, total, prog) -> int:
+    status = 0
+    for i, (code, text, warnings) in enumerate(results, 1):
+        for w in warnings:
+            if code == 1:
+                sys.stderr.write(w)
+            else:
+                _warn(w)
+        if code == 0:
+            print(text, flush=True)
+        else:
+            _err(text + (f" (rerun with {DEBUG_ENV}=1 for the traceback)" if code == 1 else ""))
+        status = max(status, code)
+        prog.step(f"{i}/{total} done")
+    return status
+
+
+class _Reported(Exception):
+    """An expected error already turned into its one-line message (exit 2)."""
+
+
+# ---------------------------------------------------------------------------
+# decompress
+# ---------------------------------------------------------------------------
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def cmd_decompress(args) -> int:
+    from . import codec
+    from .imageio import write_png
+
+    src, dst = args.input, args.output
+    try:
+        _check_new(dst, args.force)
+        data = _read_bytes(src)
+        with _Progress(f"decompressing {src}", args.quiet):
+            dec = codec.decompress_details(data, args.model)
+            try:
+                write_png(dst, dec.pixels, overwrite=args.force)
+            except FileExistsError:
+                raise FileExistsError(17, "file exists", dst) from None
+    except _expected_errors() as exc:
+        raise _Reported(_prefixed(src, exc)) from exc
+    h = dec.header
+    print(f"{os.path.basename(src)} -> {os.path.basename(dst)}: {h.width}x{h.height} "
+          f"{'grey' if h.grey else 'RGB'}", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# info
+# ---------------------------------------------------------------------------
+def cmd_info(args) -> int:
+    from . import bitstream, codec
+    from .errors import ModelFileError
+
+    src = args.input
+    try:
+        if args.symbols:
+            _check_new(args.symbols, args.force)
+        data = _read_bytes(src)
+        header, payload = bitstream.parse(data)
+        model, model_note = None, ""
+        try:
+            model = codec.get_model(args.model)
+            same = codec.model_id_bytes(model) == header.model_id
+            model_note = (f" (matches {os.path.basename(str(model.path))})" if same else
+                          f" (NOT {os.path.basename(str(model.path))}, whose id is "
+                          f"{model.model_id[:16]})")
+        except ModelFileError:
+            if args.model is not None or args.symbols:
+                raise
+            model_note = " (default model not found)"
+        npx = header.height * header.width
+        h, w = header.latent_shape
+        lines = [
+            ("file", src),
+            ("format version", header.version),
+            ("entropy model", f"variant {header.entropy_model}"),
+            ("image", f"{header.width} x {header.height} {'grey' if header.grey else 'RGB'}"),
+            ("latents", f"{model.M if model is not None else 'M'} x {h} x {w}"),
+            ("max depth", header.max_depth),
+            ("lambda", _fmt_lam(header.lam) + (" (maximum of a lambda map)"
+                                               if header.lambda_map else "")),
+            ("second pass", "yes" if header.second_pass else "no"),
+            ("model id", header.model_id.hex() + model_note),
+            ("header bytes", bitstream.HEADER_SIZE),
+            ("payload bytes", len(payload)),
+            ("total bytes", len(data)),
+            ("bpp", f"{8.0 * len(data) / npx:.4f}"),
+        ]
+        if args.symbols:
+            with _Progress(f"decoding {src}", args.quiet):
+                _, depth, index, zhat = codec.decode_symbols(data, model)
+            buf = io.BytesIO()
+            import numpy as np
+            np.savez(buf, depth=depth.astype(np.int64), index=index.astype(np.int64),
+                     zhat=zhat.astype(np.float64))
+            atomic_write(args.symbols, buf.getvalue(), args.force)
+            lines.append(("symbols", f"{args.symbols} (depth, index int64; zhat float64; "
+                                     f"shape {tuple(depth.shape)})"))
+    except _expected_errors() as exc:
+        raise _Reported(_prefixed(src, exc)) from exc
+    width = max(len(k) for k, _ in lines) + 1
+    for key, value in lines:
+        print(f"{key + ':':<{width}} {value}")
+    sys.stdout.flush()
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# demo
+# ---------------------------------------------------------------------------
+def demo_image_candidates() -> list[str]:
+    """Where ``demo`` looks for kodim23.png: the source tree's data/, then the install prefix."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return [os.path.join(package_parent, "data", DEMO_IMAGE),
+            os.path.join(sys.prefix, "share", "bac_ref", "data", DEMO_IMAGE)]
+
+
+def find_demo_image() -> str:
+    candidates = demo_image_candidates()
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(2, f"demo image {DEMO_IMAGE} not found; looked in "
+                               f"{', '.join(candidates)}")
+
+
+def cmd_demo(args) -> int:
+    from . import codec
+    from .imageio import read_image, write_png
+
+    src = find_demo_image()
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    stem = os.path.splitext(DEMO_IMAGE)[0]
+    names = [(lam, os.path.join(out, f"{stem}_lam{_fmt_lam(lam)}.bac"),
+              os.path.join(out, f"{stem}_lam{_fmt_lam(lam)}.png")) for lam in DEMO_LAMBDAS]
+    for _, bac, png in names:
+        _check_new(bac, args.force)
+        _check_new(png, args.force)
+    img = read_image(src)
+    x, grey = codec.as_float_image(img)
+    ref = codec.to_pixels(x, grey)
+    model = codec.get_model(args.model)
+    if not args.quiet:
+        print(f"{PROG} demo: {src} ({img.width}x{img.height}), model "
+              f"{os.path.basename(str(model.path))}", file=sys.stderr, flush=True)
+    rows = []
+    for lam, bac, png in names:
+        if not args.quiet:
+            print(f"  lambda {_fmt_lam(lam)} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        data = codec.compress(img, lam, model=model)
+        t1 = time.perf_counter()
+        pixels = codec.decompress(data, model)
+        t2 = time.perf_counter()
+        atomic_write(bac, data, args.force)
+        write_png(png, pixels, overwrite=args.force)
+        rows.append((lam, len(data), 8.0 * len(data) / (img.width * img.height),
+                     codec.psnr(ref, pixels), t1 - t0, t2 - t1))
+    print(f"{'lambda':>8} {'bytes':>8} {'bpp':>7} {'PSNR dB':>8} {'encode s':>9} {'decode s':>9}")
+    for lam, nbytes, bpp, value, te, td in rows:
+        print(f"{_fmt_lam(lam):>8} {nbytes:>8} {bpp:>7.3f} {value:>8.2f} {te:>9.2f} {td:>9.2f}")
+    print(f"files written to {out}")
+    sys.stdout.flush()
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# conform
+# ---------------------------------------------------------------------------
+def cmd_conform(argv) -> int:
+    """Delegate to bac_ref.conformance.main(argv) when that module exists."""
+    name = f"{__package__ or 'bac_ref'}.conformance"
+    if importlib.util.find_spec(name) is None:
+        print("conformance runner not available", file=sys.stderr, flush=True)
+        return 2
+    module = importlib.import_module(name)
+    runner = getattr(module, "main", None)
+    if not callable(runner):
+        print("conformance runner not available", file=sys.stderr, flush=True)
+        return 2
+    code = runner(list(argv))
+    return 0 if code is None else int(code)
+
+
+# ---------------------------------------------------------------------------
+# The parser
+# ---------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors as one line (UsageError) instead of usage + exit."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _finite(kind):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (kind != "lam" and value == 0):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must be a finite number {'>= 0' if kind == 'lam' else '> 0'}")
+        return value
+    parse.__name__ = kind
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = _Parser(prog=PROG, description="Variational Bayesian Quantization image codec "
+                "(Yang, Bamler & Mandt, ICML 2020): reference implementation.",
+                epilog=f"Exit status: 0 ok, 2 bad input, 1 internal error "
+                       f"(set {DEBUG_ENV}=1 for tracebacks).")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("compress", help="compress images to .bac files",
+                       usage=f"{PROG} compress IN OUT [--lam L | --bpp B | --psnr P] [options]\n"
+                             f"       {PROG} compress IN... --out-dir DIR [--jobs N] [options]",
+                       description="Compress IN to OUT, or every IN into --out-dir DIR. "
+                       f"Without a rate option the rate is --lam {DEFAULT_LAMBDA:g}.")
+    c.add_argument("paths", nargs="+", metavar="PATH",
+                   help="input image(s) (PNG, PNM, .npy; others with Pillow), then the output "
+                        "file (omit it with --out-dir)")
+    rate = c.add_mutually_exclusive_group()
+    rate.add_argument("--lam", type=_finite("lam"), metavar="L",
+                      help=f"rate-distortion trade-off lambda >= 0 (default {DEFAULT_LAMBDA:g}; "
+                           "larger = smaller file)")
+    rate.add_argument("--bpp", type=_finite("bpp"), metavar="B",
+                      help="search lambda for a file of about B bits per pixel")
+    rate.add_argument("--psnr", type=_finite("psnr"), metavar="P",
+                      help="search lambda for the smallest file with PSNR >= P dB")
+    c.add_argument("--out-dir", metavar="DIR", help="compress every IN to DIR/<name>.bac")
+    c.add_argument("--jobs", type=int, metavar="N", help="worker processes for --out-dir "
+                   "(default 1)")
+    c.add_argument("--max-depth", type=int, default=10, metavar="N",
+                   help="VBQ grid depth 1..16 (default 10)")
+    c.add_argument("--second-pass", action="store_true",
+                   help="requantize with per-channel depth code lengths (SPEC.md §5.4)")
+    c.add_argument("--no-psnr", dest="report_psnr", action="store_false",
+                   help="do not report the PSNR (it costs one synthesis g_s: ~0.45 s for "
+                        "768x512, about a third of the compression time)")
+    _common(c, force=True, quiet=True)
+    c.set_defaults(func=cmd_compress)
+
+    d = sub.add_parser("decompress", help="decode a .bac file to PNG",
+                       description="Decode IN.bac to the PNG OUT.png.")
+    d.add_argument("input", metavar="IN.bac")
+    d.add_argument("output", metavar="OUT.png")
+    _common(d, force=True, quiet=True)
+    d.set_defaults(func=cmd_decompress)
+
+    i = sub.add_parser("info", help="show a .bac file's header and sizes",
+                       description="Print the header fields and sizes of FILE.bac; with "
+                       "--symbols, decode the (depth, index) grid points and zhat to an .npz.")
+    i.add_argument("input", metavar="FILE.bac")
+    i.add_argument("--symbols", metavar="OUT.npz",
+                   help="write depth, index (int64) and zhat (float64), shape (C, h, w)")
+    _common(i, force=True, quiet=True)
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("demo", help="compress the sample photo at three rates",
+                       description=f"Compress {DEMO_IMAGE} at lambda "
+                       f"{', '.join(_fmt_lam(v) for v in DEMO_LAMBDAS)} and print a table; the "
+                       ".bac files and decoded PNGs go to --out.")
+    m.add_argument("--out", default="bac_ref_demo", metavar="DIR",
+                   help="output folder (default ./bac_ref_demo)")
+    _common(m, force=True, quiet=True)
+    m.set_defaults(func=cmd_demo)
+
+    sub.add_parser("conform", help="run the conformance suite (bac_ref.conformance)",
+                   add_help=False)
+    return p
+
+
+def _common(p, force, quiet):
+    p.add_argument("--model", metavar="PATH", help="model .npz file or name (default: the "
+                   "shipped bmshj2017-vae-n128)")
+    if force:
+        p.add_argument("--force", action="store_true", help="replace existing output files")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress messages")
+
+
+def main(argv=None) -> int:
+    """Entry point of ``bac-ref``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENV) == "1"
+    try:
+        if argv and argv[0] == "conform":
+            return cmd_conform(argv[1:])
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help(sys.stderr)
+            return 2
+        return args.func(args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except (UsageError, _Reported) as exc:
+        if debug and exc.__cause__ is not None:
+            cause = exc.__cause__
+            traceback.print_exception(type(cause), cause, cause.__traceback__)
+        _err(str(exc))
+        return 2
+    except _expected_errors() as exc:
+        if debug:
+            traceback.print_exc()
+        _err(_describe(exc))
+        return 2
+    except Exception as exc:                       # noqa: BLE001 - a bug: one line + hint
+        if debug:
+            traceback.print_exc()
+        _err(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+             f"(rerun with {DEBUG_ENV}=1 for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Shared pytest configuration.
+
+Tests marked ``@pytest.mark.slow`` are skipped unless they are asked for,
+with ``-m slow`` (any marker expression that selects ``slow``) or with the
+environment variable BAC_REF_SLOW=1.  This is the rule the per-module
+``slow`` fixtures of test_rangecoder.py and test_intmodels.py apply; here it
+covers every marked test, also those without the fixture.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+SLOW_ENV = "BAC_REF_SLOW"
+
+
+def slow_requested(config) -> bool:
+    """True when ``-m`` selects slow tests or BAC_REF_SLOW=1."""
+    if os.environ.get(SLOW_ENV) == "1":
+        return True
+    expr = config.getoption("markexpr") or ""
+    return "slow" in expr and "not slow" not in expr
+
+
+def pytest_collection_modifyitems(config, items):
+    if slow_requested(config):
+        return
+    skip = pytest.mark.skip(reason=f"slow test: run with -m slow or {SLOW_ENV}=1")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KODIM23 = os.path.join(REPO, "data", "kodim23.png")
+
+
+@pytest.fixture(scope="session")
+def kodim23():
+    """The sample photo, (512, 768, 3) uint8 (read-only: crop and copy it)."""
+    from bac_ref.imageio import read_image
+    pixels = read_image(KODIM23).pixels
+    pixels.setflags(write=False)
+    return pixels

@@ -1,0 +1,318 @@
+"""The ``bac-ref`` command line (bac_ref/cli.py).
+
+Most checks call ``cli.main(argv)`` in-process (fast); a few run
+``python -m bac_ref`` in a subprocess to cover the real entry point and the
+process pool.  The contract: exit 0 / 2 (bad input) / 1 (bug), exactly one
+``bac-ref: error:`` line on stderr, no partial or replaced output without
+--force.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from bac_ref import cli, codec
+from bac_ref.imageio import encode_png, read_image, write_png
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_module(*argv, cwd, env=None):
+    e = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "bac_ref", *map(str, argv)], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=300)
+
+
+def one_error_line(err, *words):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bac-ref: error: "), err
+    for w in words:
+        assert w in lines[0], (w, err)
+    return lines[0]
+
+
+def only_files(folder):
+    """Every entry of ``folder``, temporary files included (none may be left)."""
+    return sorted(os.listdir(folder))
+
+
+@pytest.fixture(scope="module")
+def images(kodim23, tmp_path_factory):
+    """Small inputs: RGB crop, grey crop, RGBA crop (PNG), and a PNG with a bad CRC."""
+    d = tmp_path_factory.mktemp("img")
+    crop = np.array(kodim23[200:232, 300:348])
+    write_png(d / "rgb.png", crop)
+    write_png(d / "grey.png", np.rint(crop.mean(axis=2)).astype(np.uint8))
+    alpha = np.full(crop.shape[:2] + (1,), 200, np.uint8)
+    write_png(d / "rgba.png", np.concatenate([crop, alpha], axis=2))
+    bad = bytearray(encode_png(crop))
+    bad[60] ^= 0xFF                                  # inside IDAT: CRC mismatch
+    (d / "badcrc.png").write_bytes(bytes(bad))
+    (d / "garbage.bac").write_bytes(b"\x89BAC" + os.urandom(60))
+    (d / "notimage.png").write_bytes(b"hello, world\n")
+    return d
+
+
+# ---------------------------------------------------------------------------
+# compress / decompress / info
+# ---------------------------------------------------------------------------
+def test_compress_decompress_round_trip(capsys, images, tmp_path):
+    bac, png = tmp_path / "rgb.bac", tmp_path / "rgb.png"
+    code, out, err = run_cli(capsys, "compress", images / "rgb.png", bac)
+    assert code == 0 and err == ""
+    assert out.startswith("rgb.png -> rgb.bac: ") and "bpp, lambda 3 (PSNR " in out
+    assert f"{bac.stat().st_size} bytes" in out
+    data = bac.read_bytes()
+    assert data == codec.compress(images / "rgb.png", 3.0)
+    code, out, err = run_cli(capsys, "decompress", bac, png)
+    assert code == 0 and err == "" and out.strip() == "rgb.bac -> rgb.png: 48x32 RGB"
+    assert np.array_equal(read_image(png).pixels[:, :, :3], codec.decompress(data))
+    assert only_files(tmp_path) == ["rgb.bac", "rgb.png"]
+
+
+def test_compress_rate_options(capsys, images, tmp_path):
+    code, out, _ = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "a.bac",
+                           "--lam", "30", "--max-depth", "8", "--second-pass")
+    assert code == 0 and "lambda 30 (PSNR" in out
+    h = codec.decode_symbols((tmp_path / "a.bac").read_bytes())[0]
+    assert (h.lam, h.max_depth, h.second_pass) == (30.0, 8, True)
+    code, out, _ = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "b.bac",
+                           "--bpp", "1.0", "--quiet", "--no-psnr")
+    assert code == 0 and " bpp, lambda " in out and "PSNR" not in out
+    code, out, _ = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "c.bac",
+                           "--psnr", "25")
+    assert code == 0 and "(PSNR " in out
+    assert float(out.split("(PSNR ")[1].split()[0]) >= 25
+
+
+def test_grey_and_alpha(capsys, images, tmp_path):
+    code, out, err = run_cli(capsys, "compress", images / "grey.png", tmp_path / "g.bac")
+    assert code == 0 and err == ""
+    code, out, err = run_cli(capsys, "decompress", tmp_path / "g.bac", tmp_path / "g.png")
+    assert code == 0 and "grey" in out
+    assert read_image(tmp_path / "g.png").mode == "L"
+    code, out, err = run_cli(capsys, "compress", images / "rgba.png", tmp_path / "a.bac")
+    assert code == 0
+    warnings = err.strip().splitlines()
+    assert len(warnings) == 1 and "alpha" in warnings[0] and "warning" in warnings[0]
+
+
+def test_info_and_symbols(capsys, images, tmp_path):
+    bac = tmp_path / "x.bac"
+    assert run_cli(capsys, "compress", images / "rgb.png", bac, "--lam", "2")[0] == 0
+    code, out, err = run_cli(capsys, "info", bac)
+    assert code == 0 and err == ""
+    fields = dict(line.split(":", 1) for line in out.strip().splitlines())
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    size = bac.stat().st_size
+    assert fields["image"] == "48 x 32 RGB" and fields["lambda"] == "2"
+    assert fields["header bytes"] == "32" and fields["total bytes"] == str(size)
+    assert fields["payload bytes"] == str(size - 32)
+    assert float(fields["bpp"]) == pytest.approx(8 * size / (48 * 32), abs=1e-4)
+    assert fields["max depth"] == "10" and fields["format version"] == "1"
+    assert "matches" in fields["model id"]
+
+    npz = tmp_path / "sym.npz"
+    code, out, err = run_cli(capsys, "info", bac, "--symbols", npz)
+    assert code == 0 and "symbols" in out
+    dec = codec.decompress_details(bac.read_bytes(), synthesize=False)
+    with np.load(npz, allow_pickle=False) as z:
+        assert sorted(z.files) == ["depth", "index", "zhat"]
+        assert z["depth"].dtype == z["index"].dtype == np.int64 and z["zhat"].dtype == np.float64
+        assert z["depth"].shape == (codec.get_model().M, 2, 3)
+        assert np.array_equal(z["depth"], dec.depth) and np.array_equal(z["index"], dec.index)
+        assert z["zhat"].tobytes() == dec.zhat.tobytes()
+    before = npz.read_bytes()
+    code, _, err = run_cli(capsys, "info", bac, "--symbols", npz)
+    assert code == 2 and npz.read_bytes() == before
+    one_error_line(err, "sym.npz", "--force")
+    assert run_cli(capsys, "info", bac, "--symbols", npz, "--force")[0] == 0
+
+
+# ---------------------------------------------------------------------------
+# --force, errors, no partial files
+# ---------------------------------------------------------------------------
+def test_force(capsys, images, tmp_path):
+    out = tmp_path / "o.bac"
+    out.write_bytes(b"keep me")
+    code, _, err = run_cli(capsys, "compress", images / "rgb.png", out)
+    assert code == 2 and out.read_bytes() == b"keep me"
+    one_error_line(err, "o.bac", "file exists", "--force")
+    assert run_cli(capsys, "compress", images / "rgb.png", out, "--force")[0] == 0
+    assert out.read_bytes()[:4] == b"\x89BAC"
+    png = tmp_path / "o.png"
+    png.write_bytes(b"keep me")
+    code, _, err = run_cli(capsys, "decompress", out, png)
+    assert code == 2 and png.read_bytes() == b"keep me"
+    one_error_line(err, "o.png", "--force")
+    assert run_cli(capsys, "decompress", out, png, "--force")[0] == 0
+    assert read_image(png).pixels.shape == (32, 48, 3)
+    assert only_files(tmp_path) == ["o.bac", "o.png"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["compress", "{img}/missing.png", "{tmp}/o.bac"], ["missing.png", "No such file"]),
+    (["compress", "{img}/badcrc.png", "{tmp}/o.bac"], ["badcrc.png", "CRC"]),
+    (["compress", "{img}/notimage.png", "{tmp}/o.bac"], ["notimage.png"]),
+    (["compress", "{img}/rgb.png", "{tmp}/nodir/o.bac"], ["nodir"]),
+    (["compress", "{img}/rgb.png", "{tmp}/o.bac", "--lam", "-1"], ["--lam"]),
+    (["compress", "{img}/rgb.png", "{tmp}/o.bac", "--lam", "nan"], ["--lam"]),
+    (["compress", "{img}/rgb.png", "{tmp}/o.bac", "--lam", "1", "--bpp", "1"], ["not allowed"]),
+    (["compress", "{img}/rgb.png", "{tmp}/o.bac", "--max-depth", "17"], ["max_depth"]),
+    (["compress", "{img}/rgb.png", "{tmp}/o.bac", "--model", "{tmp}/nope.npz"], ["nope.npz"]),
+    (["compress", "{img}/rgb.png"], ["IN OUT"]),
+    (["compress", "{img}/rgb.png", "{tmp}/o.bac", "--bogus"], ["--bogus"]),
+    (["decompress", "{img}/garbage.bac", "{tmp}/o.png"], ["garbage.bac"]),
+    (["decompress", "{img}/rgb.png", "{tmp}/o.png"], ["rgb.png", "not a .bac file"]),
+    (["decompress", "{img}/missing.bac", "{tmp}/o.png"], ["missing.bac"]),
+    (["info", "{img}/garbage.bac"], ["garbage.bac"]),
+    (["info", "{img}/missing.bac"], ["missing.bac"]),
+    (["frobnicate"], ["frobnicate"]),
+])
+def test_bad_input_exit_2(capsys, images, tmp_path, argv, words):
+    argv = [a.format(img=images, tmp=tmp_path) for a in argv]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    one_error_line(err, *words)
+    assert only_files(tmp_path) == []                      # no partial output, no temp file
+
+
+def test_truncated_and_wrong_model(capsys, images, tmp_path):
+    bac = tmp_path / "t.bac"
+    assert run_cli(capsys, "compress", images / "rgb.png", bac)[0] == 0
+    cut = tmp_path / "cut.bac"
+    cut.write_bytes(bac.read_bytes()[:-4])
+    code, _, err = run_cli(capsys, "decompress", cut, tmp_path / "cut.png")
+    assert code == 2 and not (tmp_path / "cut.png").exists()
+    one_error_line(err, "cut.bac", "CRC")
+    wrong = bytearray(bac.read_bytes())
+    wrong[8] ^= 1
+    import struct
+    import zlib
+    wrong[28:32] = struct.pack(">I", zlib.crc32(bytes(wrong[32:]), zlib.crc32(bytes(wrong[:28]))))
+    (tmp_path / "w.bac").write_bytes(bytes(wrong))
+    code, _, err = run_cli(capsys, "decompress", tmp_path / "w.bac", tmp_path / "w.png")
+    assert code == 2
+    one_error_line(err, "model")
+
+
+def test_unexpected_error_exit_1(capsys, images, tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("something broke\nbadly")
+    monkeypatch.setattr(codec, "compress_details", boom)
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    code, out, err = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "o.bac")
+    assert code == 1 and out == ""
+    one_error_line(err, "internal error", "RuntimeError", "something broke badly",
+                   "BAC_REF_DEBUG=1")
+    assert only_files(tmp_path) == []
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    code, _, err = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "o.bac")
+    assert code == 1 and "Traceback" in err and err.strip().splitlines()[-1].startswith(
+        "bac-ref: error: internal error")
+
+
+def test_progress_only_for_long_work(capsys):
+    prog = cli._Progress("compressing x", quiet=False, delay=0.0)
+    prog._timer.join()
+    prog.step("lambda 1: 0.5 bpp")
+    prog.done()
+    err = capsys.readouterr().err
+    assert err == "compressing x ...\n  lambda 1: 0.5 bpp\n"
+    quiet = cli._Progress("compressing x", quiet=True, delay=0.0)
+    quiet.step("lambda 1")
+    quiet.done()
+    assert capsys.readouterr().err == ""
+
+
+def test_conform_delegation(capsys, monkeypatch):
+    name = "bac_ref.conformance"
+    real = sys.modules.pop(name, None)
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda n: None)
+    code, out, err = run_cli(capsys, "conform", "--x")
+    assert code == 2 and err.strip() == "conformance runner not available"
+    monkeypatch.undo()
+    fake = types.ModuleType(name)
+    calls = []
+    fake.main = lambda argv: calls.append(argv) or 0
+    import importlib.machinery
+    fake.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    monkeypatch.setitem(sys.modules, name, fake)
+    code, _, _ = run_cli(capsys, "conform", "a", "--b")
+    assert code == 0 and calls == [["a", "--b"]]
+    if real is not None:
+        sys.modules[name] = real
+
+
+# ---------------------------------------------------------------------------
+# Batch, demo, the real entry point
+# ---------------------------------------------------------------------------
+def test_batch_jobs_with_a_bad_file(images, tmp_path):
+    out_dir = tmp_path / "out"
+    r = run_module("compress", images / "rgb.png", images / "badcrc.png", images / "grey.png",
+                   images / "missing.png", "--out-dir", out_dir, "--jobs", "2", "--lam", "5",
+                   cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert [ln.split(" -> ")[0] for ln in lines] == ["rgb.png", "grey.png"]
+    errors = r.stderr.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith("bac-ref: error: ") for e in errors)
+    assert "badcrc.png" in errors[0] and "missing.png" in errors[1]
+    assert only_files(out_dir) == ["grey.bac", "rgb.bac"]
+    assert (out_dir / "rgb.bac").read_bytes() == codec.compress(images / "rgb.png", 5.0)
+    r = run_module("compress", images / "rgb.png", "--out-dir", out_dir, cwd=tmp_path)
+    assert r.returncode == 2 and "--force" in r.stderr
+
+
+def test_batch_in_process(capsys, images, tmp_path):
+    code, out, err = run_cli(capsys, "compress", images / "rgb.png", images / "grey.png",
+                             "--out-dir", tmp_path / "o")
+    assert code == 0 and err == "" and len(out.strip().splitlines()) == 2
+    code, out, err = run_cli(capsys, "compress", images / "rgb.png", images / "rgb.png",
+                             "--out-dir", tmp_path / "p")
+    assert code == 2 and len(out.strip().splitlines()) == 1
+    one_error_line(err, "same output name")
+
+
+def test_entry_point_and_help(tmp_path):
+    r = run_module("--help", cwd=tmp_path)
+    assert r.returncode == 0 and "compress" in r.stdout and "demo" in r.stdout
+    r = run_module("compress", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "--lam" in r.stdout and "default 3" in r.stdout
+    r = run_module("decompress", "nothing.bac", "x.png", cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    one_error_line(r.stderr, "nothing.bac")
+
+
+def test_demo(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code, stdout, err = run_cli(capsys, "demo", "--out", out)
+    assert code == 0, err
+    lines = stdout.strip().splitlines()
+    assert lines[0].split() == ["lambda", "bytes", "bpp", "PSNR", "dB", "encode", "s",
+                                "decode", "s"]
+    rows = [ln.split() for ln in lines[1:4]]
+    assert [float(r[0]) for r in rows] == list(cli.DEMO_LAMBDAS)
+    bpps = [float(r[2]) for r in rows]
+    assert bpps[0] < bpps[1] < bpps[2]
+    assert len(only_files(out)) == 6
+    for lam, r in zip(cli.DEMO_LAMBDAS, rows):
+        bac = out / f"kodim23_lam{cli._fmt_lam(lam)}.bac"
+        assert bac.stat().st_size == int(r[1])
+        assert read_image(out / f"kodim23_lam{cli._fmt_lam(lam)}.png").pixels.shape == (512, 768, 3)
+    code, _, err = run_cli(capsys, "demo", "--out", out)             # no silent overwrite
+    assert code == 2
+    one_error_line(err, "--force")

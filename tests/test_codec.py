@@ -1,0 +1,233 @@
+"""The image codec end to end (SPEC.md §8-§10) on small images with the default model.
+
+The decoder must reproduce the encoder's symbols exactly and its zhat
+bit for bit (SPEC.md §4.2); rate control (bpp=, psnr=) and lambda maps are
+encoder-only features checked here through the decoded result.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from bac_ref import bitstream, codec
+from bac_ref.errors import BitstreamError
+from bac_ref.imageio import ImageData
+
+
+def _same_symbols(enc, dec):
+    np.testing.assert_array_equal(dec.depth, enc.depth)
+    np.testing.assert_array_equal(dec.index, enc.index)
+    assert dec.zhat.dtype == enc.zhat.dtype == np.float64
+    assert dec.zhat.tobytes() == enc.zhat.tobytes()               # bit-identical
+
+
+def _round_trip(image, lam=3.0, **kw):
+    enc = codec.compress_details(image, lam, **kw)
+    dec = codec.decompress_details(enc.data)
+    _same_symbols(enc, dec)
+    assert codec.compress(image, lam, **kw) == enc.data           # deterministic
+    return enc, dec
+
+
+@pytest.fixture(scope="module")
+def crop(kodim23):
+    return np.array(kodim23[200:232, 300:348])                    # (32, 48, 3) uint8
+
+
+@pytest.fixture(scope="module")
+def medium(kodim23):
+    return np.array(kodim23[192:320, 256:448])                    # (128, 192, 3) uint8
+
+
+# ---------------------------------------------------------------------------
+# Round trips
+# ---------------------------------------------------------------------------
+def test_rgb_round_trip(crop):
+    enc, dec = _round_trip(crop)
+    assert dec.pixels.shape == (32, 48, 3) and dec.pixels.dtype == np.uint8
+    m = codec.get_model()
+    assert enc.depth.shape == (m.M, 2, 3)
+    assert dec.header == enc.header
+    assert np.array_equal(codec.decompress(enc.data), dec.pixels)
+    assert codec.psnr(crop, dec.pixels) > 20
+
+
+def test_grey_round_trip(crop):
+    grey = np.rint(crop.mean(axis=2)).astype(np.uint8)            # (H, W)
+    enc, dec = _round_trip(grey)
+    assert enc.header.grey
+    assert dec.pixels.shape == grey.shape and dec.pixels.dtype == np.uint8
+    enc1, _ = _round_trip(grey[:, :, None])
+    assert enc1.data == enc.data
+    img = ImageData(grey[:, :, None].copy(), 8, "L")
+    assert codec.compress(img, 3.0) == enc.data
+
+
+def test_rgba_alpha_ignored(crop):
+    alpha = np.random.default_rng(0).integers(0, 256, crop.shape[:2] + (1,), dtype=np.uint8)
+    rgba = np.concatenate([crop, alpha], axis=2)
+    enc, dec = _round_trip(rgba)
+    assert dec.pixels.shape == crop.shape
+    assert enc.data == codec.compress(crop, 3.0)
+    assert codec.compress(ImageData(rgba, 8, "RGBA"), 3.0) == enc.data
+
+
+@pytest.mark.parametrize("size", [(1, 1), (17, 33), (16, 1), (1, 40)])
+def test_odd_sizes(size):
+    rng = np.random.default_rng(sum(size))
+    image = rng.integers(0, 256, size + (3,), dtype=np.uint8)
+    enc, dec = _round_trip(image, 1.0)
+    assert dec.pixels.shape == size + (3,)
+    assert enc.header.latent_shape == (-(-size[0] // 16), -(-size[1] // 16))
+
+
+def test_float_and_16_bit_input(crop):
+    f = crop.astype(np.float32) / 255
+    assert codec.compress(f, 3.0) == codec.compress(crop, 3.0)
+    _round_trip(f.astype(np.float64))
+    _round_trip((crop.astype(np.uint16) * 257))
+
+
+def test_second_pass_and_max_depth(crop):
+    enc, _ = _round_trip(crop, second_pass=True)
+    assert enc.header.second_pass
+    for n in (1, 4, 16):
+        enc, _ = _round_trip(crop, max_depth=n)
+        assert enc.header.max_depth == n and enc.depth.max() <= n
+
+
+def test_lambda_zero_and_huge(crop):
+    enc0, dec0 = _round_trip(crop, 0.0)
+    assert enc0.depth.min() >= 1
+    mid = codec.compress_details(crop, 3.0)
+    assert len(enc0.data) > len(mid.data)
+    assert codec.psnr(crop, dec0.pixels) >= codec.psnr(crop, codec.decompress(mid.data)) - 0.5
+    enc_big, dec_big = _round_trip(crop, 1e12)
+    assert np.all(enc_big.depth == 0)
+    assert len(enc_big.data) <= bitstream.HEADER_SIZE + 8 + 4 * 4   # channel flags only
+    assert dec_big.pixels.shape == crop.shape
+
+
+def test_rate_decreases_with_lambda(medium):
+    sizes = [len(codec.compress(medium, lam)) for lam in (0.3, 3.0, 30.0)]
+    assert sizes[0] > sizes[1] > sizes[2]
+
+
+# ---------------------------------------------------------------------------
+# Rate control
+# ---------------------------------------------------------------------------
+def test_bpp_target_reachable(medium):
+    target = codec.compress_details(medium, 4.0).bpp * 0.93       # inside the range
+    enc = codec.compress_details(medium, bpp=target)
+    assert abs(enc.bpp - target) <= 0.02 * target, (enc.bpp, target)
+    _same_symbols(enc, codec.decompress_details(enc.data))
+    assert enc.header.lam == enc.lam
+
+
+def test_bpp_target_unreachable_gives_closest(crop):
+    low = codec.LAMBDA_RANGE[0]
+    most = codec.compress_details(crop, low).bpp
+    enc = codec.compress_details(crop, bpp=1000.0)
+    assert enc.bpp >= 0.98 * most
+    least = codec.compress_details(crop, codec.LAMBDA_RANGE[1]).bpp
+    enc = codec.compress_details(crop, bpp=1e-6)
+    assert enc.bpp <= least * 1.02
+
+
+def test_psnr_target(medium):
+    ref = codec.psnr(medium, codec.decompress(codec.compress(medium, 3.0)))
+    target = ref - 1.0
+    enc = codec.compress_details(medium, psnr=target)
+    got = codec.psnr(medium, codec.decompress(enc.data))
+    assert got >= target
+    assert enc.lam > 3.0                         # a lower quality target: a larger lambda
+
+
+def test_progress_callback(crop):
+    seen = []
+    codec.compress_details(crop, bpp=0.5, progress=seen.append)
+    assert seen and all(s.startswith("lambda ") for s in seen)
+
+
+# ---------------------------------------------------------------------------
+# Lambda maps
+# ---------------------------------------------------------------------------
+def test_lambda_map_array(crop):
+    m = codec.get_model()
+    lam = np.full((m.M, 2, 3), 3.0)
+    enc, _ = _round_trip(crop, lam)
+    assert enc.header.lambda_map and enc.header.lam == 3.0
+    plain = codec.compress_details(crop, 3.0)
+    np.testing.assert_array_equal(enc.depth, plain.depth)        # same symbols as a scalar
+    lam2 = np.array([[[0.5, 50.0, 5.0], [5.0, 5.0, 0.5]]])        # (1, h, w)
+    enc2, _ = _round_trip(crop, lam2)
+    assert enc2.header.lam == 50.0
+    assert enc2.depth[:, 0, 0].sum() > enc2.depth[:, 0, 1].sum()
+
+
+def test_lambda_map_from_mask_improves_region(medium):
+    mask = np.zeros(medium.shape[:2], dtype=bool)
+    mask[32:96, 48:112] = True
+    lam = codec.lambda_map_from_mask(mask, 0.3, 30.0)
+    assert lam.shape == (1, 8, 12)
+    assert lam[0, 2, 3] == 0.3 and lam[0, 0, 0] == 30.0
+    roi, _ = _round_trip(medium, lam)
+    flat = codec.decompress(codec.compress(medium, 30.0))
+    got = codec.decompress(roi.data)
+    assert codec.psnr(medium[mask], got[mask]) > codec.psnr(medium[mask], flat[mask]) + 1.0
+    with pytest.raises(ValueError):
+        codec.lambda_map_from_mask(np.zeros(5, bool), 1, 2)
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("lam", [-1.0, float("nan"), float("inf"), np.array([]),
+                                 np.array([[[1.0, -0.5]]])])
+def test_bad_lambda(crop, lam):
+    with pytest.raises(ValueError, match="lambda"):
+        codec.compress(crop, lam)
+
+
+def test_bad_options(crop):
+    with pytest.raises(ValueError, match="exactly one"):
+        codec.compress(crop, 3.0, bpp=0.5)
+    with pytest.raises(ValueError, match="exactly one"):
+        codec.compress(crop)
+    with pytest.raises(ValueError, match="exactly one"):
+        codec.compress(crop, bpp=0.5, psnr=30)
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="bpp"):
+            codec.compress(crop, bpp=bad)
+        with pytest.raises(ValueError, match="psnr"):
+            codec.compress(crop, psnr=bad)
+    for depth in (0, 17, 2.5):
+        with pytest.raises(ValueError, match="max_depth"):
+            codec.compress(crop, 3.0, max_depth=depth)
+    with pytest.raises(ValueError):
+        codec.compress(np.zeros((4, 4, 5), np.uint8), 3.0)
+    with pytest.raises(ValueError):
+        codec.compress(np.full((4, 4, 3), 1.5, np.float32), 3.0)
+    with pytest.raises(ValueError):
+        codec.compress(np.zeros((4, 4, 3), np.int32), 3.0)
+
+
+def test_wrong_model_id_names_the_model(crop):
+    data = bytearray(codec.compress(crop, 3.0))
+    data[8:16] = bytes(8)
+    data[28:32] = struct.pack(">I", zlib.crc32(bytes(data[32:]), zlib.crc32(bytes(data[:28]))))
+    with pytest.raises(BitstreamError, match="model") as info:
+        codec.decompress(bytes(data))
+    assert "0000000000000000" in str(info.value)
+    assert "bmshj2017-vae-n128" in str(info.value)
+
+
+def test_corrupted_file(crop):
+    data = codec.compress(crop, 3.0)
+    with pytest.raises(BitstreamError):
+        codec.decompress(data[:-4])
+    with pytest.raises(BitstreamError):
+        codec.decompress(b"garbage" * 10)
