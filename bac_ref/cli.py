@@ -6,6 +6,7 @@
     bac-ref info FILE.bac [--symbols OUT.npz]                        header, sizes, symbols
     bac-ref demo [--out DIR]                                         kodim23 at three rates
     bac-ref conform ...                                              bac_ref.conformance, if present
+    bac-ref bench IMAGES... --out DIR [--limit N] [--codecs ...]     RD benchmark (bac_ref.bench)
 
 Data flow (SPEC.md §8-§10; the work is done by :mod:`bac_ref.codec`)::
 
@@ -579,6 +580,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("conform", help="run the conformance suite (bac_ref.conformance)",
                    add_help=False)
+
+    # bench (issue 6): the options and the work live in bac_ref.bench.
+    from . import bench
+    b = sub.add_parser("bench", help="rate-distortion benchmark: VBQ vs baselines and JPEG/WebP/AVIF",
+                       description="Code IMAGES with VBQ over a lambda grid, the latent baselines "
+                       "and Pillow's codecs; write per-image and mean results (JSON, Markdown), "
+                       "BD-rate against JPEG and an RD plot into --out DIR (resumable). "
+                       "See bac_ref/bench.py.")
+    bench.add_arguments(b)
+    b.set_defaults(func=bench.cmd_bench)
     return p
 
 

@@ -54,7 +54,10 @@ def model_prior(model):
     arrays = model.arrays_extra
     if not any(k.startswith("prior.") for k in arrays):
         raise ModelFileError(f"{model.path}: the model file has no coding prior (prior.* arrays)")
-    prior = QuantilePrior.from_arrays(arrays, prefix="prior.")
+    try:
+        prior = QuantilePrior.from_arrays(arrays, prefix="prior.")
+    except ValueError as exc:                    # a corrupted or unknown prior: the model's fault
+        raise ModelFileError(f"{model.path}: invalid coding prior: {exc}") from exc
     if prior.num_channels != model.M:
         raise ModelFileError(f"{model.path}: prior has {prior.num_channels} channels, "
                              f"the model {model.M}")
@@ -243,7 +246,6 @@ def compress_details(image, lam=None, *, bpp=None, psnr=None, model=None,
 
 def _encode_for_bpp(a: _Analysed, target: float, second_pass, progress) -> Encoded:
     """Bisection on lambda with the real file size (monotone up to coding noise)."""
-    npx = a.height * a.width
     cache = {}
 
     def size(lam):

@@ -8,15 +8,16 @@ SPEC.md §2 in this order::
         active[c]                      one binary decision (shared model A)
         if active[c]:                  (inactive: every depth and index is 0)
             for y = 0 .. h-1, x = 0 .. w-1  (raster order):
-                depth r                adaptive model D[ctx_d]      (§9.2)
+                depth r                adaptive model D[ctx]        (§9.2)
                 index k, MSB first:    bit t of the path to the point
                     t < K_TREE:        adaptive binary model B[c, node, vote]  (§9.3)
                     t >= K_TREE:       the remaining r - K_TREE bits, uniform (§2.9)
 
 Why this model (measured on validation latents, SPEC.md §9.5): the depth of a
 latent follows sigma, which is smooth in space, so the mean depth of the left
-and upper neighbours predicts it well, and one set of tables shared by all
-channels learns fast.  The index bits are the path from the root of the
+and upper neighbours predicts it well; the channel's mean depth so far tells
+busy channels from quiet ones; and one set of tables shared by all channels
+learns fast.  The index bits are the path from the root of the
 dyadic tree of xi = F(mu) to the point: the top levels are skewed per channel
 (the prior was fitted on other images) and correlated with the neighbours'
 paths, deeper bits are almost uniform.  Every model adapts as it codes, so
@@ -27,11 +28,9 @@ of SPEC.md §3.2 / §3.3 derived from them.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
-from .errors import BitstreamError
 from .intmodels import cdf_from_counts
 from .rangecoder import Decoder, Encoder
 
@@ -51,23 +50,26 @@ def _mass0(c0: int, c1: int) -> int:
 
 
 class _DepthModels:
-    """The depth models D[ctx], ctx = 0..N+1 (SPEC.md §9.2).
+    """The depth models D[ctx] (SPEC.md §9.2), shared by all channels.
 
-    Counts start at 1 for each of the N+1 depths; after coding depth r,
-    counts[r] += INCREMENT, and when the total exceeds LIMIT every count
-    becomes (count + 1) >> 1.  The coding table is cdf_from_counts(counts)
-    (SPEC.md §3.2) computed at creation and then after every DEPTH_REFRESH-th
-    update of that context (so the table lags the counts by < 16 symbols;
-    a cheap, exactly specified schedule).
+    ctx = 8 * ctx_n + ctx_c + 1 combines the neighbours' depths (ctx_n in
+    0..N+1) with the channel's mean depth so far (ctx_c in -1..6), so
+    (N + 2) * 8 models in all.  Counts start at 1 for each of the N+1 depths;
+    after coding depth r, counts[r] += INCREMENT, and when the total exceeds
+    LIMIT every count becomes (count + 1) >> 1.  The coding table is
+    cdf_from_counts(counts) (SPEC.md §3.2), computed at creation and then
+    after every DEPTH_REFRESH-th update of that context (the table lags the
+    counts by fewer than 16 symbols: a cheap, exactly specified schedule).
     """
 
     def __init__(self, max_depth: int):
         n = max_depth + 1
-        self.counts = [[1] * n for _ in range(max_depth + 2)]
-        self.totals = [n] * (max_depth + 2)
-        self.updates = [0] * (max_depth + 2)
+        contexts = 8 * (max_depth + 2)
+        self.counts = [[1] * n for _ in range(contexts)]
+        self.totals = [n] * contexts
+        self.updates = [0] * contexts
         first = list(cdf_from_counts([1] * n))
-        self.tables = [first[:] for _ in range(max_depth + 2)]
+        self.tables = [first[:] for _ in range(contexts)]
 
     def update(self, ctx: int, r: int) -> None:
         counts = self.counts[ctx]
@@ -82,16 +84,24 @@ class _DepthModels:
             self.tables[ctx] = list(cdf_from_counts(counts))
 
 
-def _depth_context(d, y, x, w, max_depth):
-    """ctx_d of SPEC.md §9.2 from the depths already coded in this channel."""
+def _depth_context(d, y, x, w, max_depth, depth_sum):
+    """ctx of SPEC.md §9.2 from the depths already coded in this channel.
+
+    ctx_n: the rounded mean of the left and upper depths (N + 1 for the
+    channel's first latent); ctx_c: twice the channel's mean depth so far,
+    rounded half up and capped at 6 (-1 before the first latent).
+    """
+    n = y * w + x                                 # latents coded so far in this channel
     if x > 0:
-        left = d[y * w + x - 1]
-        top = d[(y - 1) * w + x] if y > 0 else left
+        left = d[n - 1]
+        top = d[n - w] if y > 0 else left
+        ctx_n = (left + top + 1) >> 1
     elif y > 0:
-        left = top = d[(y - 1) * w]
+        ctx_n = d[n - w]
     else:
-        return max_depth + 1
-    return (left + top + 1) >> 1
+        return 8 * (max_depth + 1)                # ctx_n = N + 1, ctx_c = -1
+    ctx_c = min(6, (4 * depth_sum + n) // (2 * n))
+    return 8 * ctx_n + ctx_c + 1
 
 
 def _vote(d, k, y, x, w, level, prefix):
@@ -143,15 +153,17 @@ def encode_symbols(depth: np.ndarray, index: np.ndarray, max_depth: int) -> byte
         if not active:
             continue
         base_c = c * 3 << K_TREE
+        depth_sum = 0
         for y in range(h):
             for x in range(w):
                 pos = y * w + x
                 r = d[pos]
-                ctx = _depth_context(d, y, x, w, max_depth)
+                ctx = _depth_context(d, y, x, w, max_depth, depth_sum)
                 table = depth_models.tables[ctx]
                 put_s(table[r])
                 put_m(table[r + 1] - table[r])
                 depth_models.update(ctx, r)
+                depth_sum += r
                 v = k[pos]
                 node = 1
                 for level in range(min(r, K_TREE)):
@@ -217,10 +229,11 @@ def decode_symbols(payload: bytes, shape, max_depth: int):
         d = [0] * n
         k = [0] * n
         base_c = c * 3 << K_TREE
+        depth_sum = 0
         for y in range(h):
             for x in range(w):
                 pos = y * w + x
-                ctx = _depth_context(d, y, x, w, max_depth)
+                ctx = _depth_context(d, y, x, w, max_depth, depth_sum)
                 table = depth_models.tables[ctx]
                 q = quantile()
                 r = 0
@@ -228,6 +241,7 @@ def decode_symbols(payload: bytes, shape, max_depth: int):
                     r += 1
                 consume(table[r], table[r + 1] - table[r])
                 depth_models.update(ctx, r)
+                depth_sum += r
                 d[pos] = r
                 node = 1
                 v = 0
@@ -256,6 +270,9 @@ def decode_symbols(payload: bytes, shape, max_depth: int):
                     consume(low << shift, 1 << shift)
                     v = (v << rest) | low
                 k[pos] = v
+        if not any(d):              # the encoder marks a channel active iff a depth is > 0
+            raise BitstreamError(f"channel {c} is coded as active but all its depths are 0 "
+                                 "(SPEC.md §9.1): not a payload the encoder writes")
         depth[c] = np.asarray(d, dtype=np.int64).reshape(h, w)
         index[c] = np.asarray(k, dtype=np.int64).reshape(h, w)
     dec.check_end()

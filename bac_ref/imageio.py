@@ -451,7 +451,6 @@ def _unpack(rows: np.ndarray, width: int, samples: int, depth: int) -> np.ndarra
         return rows.reshape(h, width, samples)
     if depth == 16:
         return np.ascontiguousarray(rows).view(">u2").astype(np.uint16).reshape(h, width, samples)
-    per_byte = 8 // depth                           # samples == 1 here
     shifts = np.arange(8 - depth, -1, -depth, dtype=np.uint8)            # MSB first
     vals = (rows[:, :, None] >> shifts) & np.uint8((1 << depth) - 1)      # (h, row_bytes, per_byte)
     return vals.reshape(h, -1)[:, :width, None]

@@ -41,7 +41,6 @@ import io
 import json
 import os
 import sys
-import zipfile
 from typing import Mapping
 
 import numpy as np
@@ -159,9 +158,16 @@ def read_model_file(path: str):
             arrays = {name: npz[name] for name in npz.files}
     except ModelFileError:
         raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except Exception as exc:    # noqa: BLE001 -- whatever a corrupted archive makes zipfile or
+        # numpy raise (ValueError, BadZipFile, NotImplementedError for an unknown compression,
+        # RuntimeError if encrypted, tokenize.TokenError/SyntaxError for a mangled .npy header,
+        # MemoryError for a header declaring a huge shape) is the file's fault.
         raise ModelFileError(f"{path}: not a readable .npz model file "
-                             f"(pickled/object arrays are refused): {exc}") from exc
+                             f"(pickled/object arrays are refused): {type(exc).__name__}: "
+                             f"{exc}") from exc
+    not_npy = sorted(name for name, a in arrays.items() if not isinstance(a, np.ndarray))
+    if not_npy:                 # np.load returns a member without the .npy magic as raw bytes
+        _fail(path, f"members that are not .npy arrays: {', '.join(not_npy)}")
 
     # -- names (SPEC.md §6.1) --
     required = set(PARAM_LAYOUT) | {_META}

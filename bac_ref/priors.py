@@ -719,7 +719,7 @@ def fit_empirical_prior(samples, axis: int = 0, method: str = "kde", table_bits:
     per channel (median, robust spread) before fitting; at most ``max_samples`` per
     channel are used (default 50,000 for "kde", 2,000 for "balle2018"; an evenly strided
     subset of the sorted samples, deterministic).  K = 8 is the default: on held-out
-    latents K = 8, 10 and 12 gave rates within 0.15 % (benchmarks/compare_empirical_priors.py)
+    latents K = 8, 10 and 12 gave rates within 0.15 % (bac_ref/benchmarks/compare_empirical_priors.py)
     and K = 8 keeps the table at 257 float64 per channel.
     """
     if method not in ("kde", "balle2018"):

@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
         "bac_ref.train needs PyTorch: pip install 'bac_ref[train]' "
         "(CPU wheel: pip install torch==2.13.0)") from exc
 
-from .weights import export_npz, PARAM_LAYOUT  # noqa: E402
+from .weights import export_npz  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # GDN with Balle's reparameterisation

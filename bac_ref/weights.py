@@ -10,7 +10,6 @@ Files are read with ``allow_pickle=False``: an .npz can never execute code.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
