@@ -32,7 +32,6 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import BitstreamError
-from .errors import BitstreamError
 from .intmodels import cdf_from_counts
 from .rangecoder import Decoder, Encoder
 
