@@ -45,7 +45,8 @@ Outputs in DIR::
 
 Runs are resumable: a per-image file is rewritten after every codec, and a
 later run computes only the (codec, setting) pairs that are missing or whose
-provenance (model id, fitted baselines, Pillow version) changed.  Means are
+provenance changed (model id, :func:`code_fingerprint` of the codec's source,
+fitted baselines, Pillow and codec library versions).  Means are
 over images (mean bpp, mean PSNR, mean MS-SSIM per setting), the convention
 of the paper's anchor numbers; BD numbers compare mean curves.
 
@@ -63,7 +64,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -111,7 +112,6 @@ class BenchConfig:
     max_depth: int = 10
     plot: bool = True
     limit: int = 0
-    extra: dict = field(default_factory=dict)
 
     def settings(self, codec: str) -> tuple:
         grid = {"vbq": self.lambdas, "blind": self.lambdas, "jpeg": self.qualities,
@@ -261,7 +261,7 @@ def load_or_fit_baselines(model, cfg: BenchConfig, out_dir: str, images, log) ->
     """({(codec, key): quantizer}, info) for the baseline codecs requested in cfg.
 
     info = {"fit_id", "fit_images", "train_dir", "header_bytes"}, None without baselines.
-    fit_id hashes the model id, max_depth and the list of fitting files.
+    fit_id hashes the model id, the code fingerprint, max_depth and the fitting files.
     """
     from .codec import model_prior
     wanted = [(c, v) for c in cfg.codecs if c in BASELINE_CODECS for v in cfg.settings(c)]
@@ -276,7 +276,7 @@ def load_or_fit_baselines(model, cfg: BenchConfig, out_dir: str, images, log) ->
     clash = [f for f in files if os.path.realpath(f) in bench_real]
     if clash:
         raise BenchError(f"{clash[0]}: a benchmark image is also in the fitting set")
-    basis = {"model_id": model.model_id, "max_depth": cfg.max_depth,
+    basis = {"model_id": model.model_id, "code": code_fingerprint(), "max_depth": cfg.max_depth,
              "train_dir": os.path.abspath(train_dir),
              "files": [os.path.relpath(f, train_dir) for f in files]}
     fit_id = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
@@ -349,12 +349,29 @@ def _metrics(ref, rec, nbytes, height, width) -> dict:
             "psnr": _finite_or_none(evaluate.psnr(ref, rec)), "ms_ssim": _finite_or_none(ms)}
 
 
+# The modules whose code decides the bytes and pixels of the latent codecs: any edit
+# to them invalidates cached measurements and fitted baselines (during development
+# the entropy model changes without a format version bump).
+_CODE_MODULES = ("codec", "bitstream", "entropy_model", "rangecoder", "intmodels", "vbq",
+                 "priors", "baselines", "model", "g_a", "g_s", "layers")
+
+
+def code_fingerprint() -> str:
+    """sha256 (16 hex digits) of the source of _CODE_MODULES."""
+    h = hashlib.sha256()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in _CODE_MODULES:
+        with open(os.path.join(here, name + ".py"), "rb") as fh:
+            h.update(name.encode() + b"\0" + fh.read())
+    return h.hexdigest()[:16]
+
+
 def _provenance(codec, model, fit_id, cfg) -> str:
     if codec in PILLOW_FORMATS:
         PIL, _, features = _pillow()
         lib = {"jpeg": "libjpeg_turbo", "webp": "webp", "avif": "avif"}[codec]
         return f"Pillow {PIL.__version__}, {lib} {features.version(lib) or '?'}"
-    text = f"model {model.model_id[:16]}"
+    text = f"model {model.model_id[:16]}, code {code_fingerprint()}"
     if codec == "vbq":
         return text + f", max_depth {cfg.max_depth}"
     return text + f", fit {fit_id}"
@@ -668,10 +685,11 @@ def run(images, out_dir, cfg: BenchConfig | None = None, quiet: bool = False) ->
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "images": [r["image"] for r in records],
         "model": ({"file": os.path.basename(str(model.path)), "id": model.model_id,
-                   "steps": model.meta.get("steps")} if model is not None
+                   "steps": model.meta.get("steps"), "code": code_fingerprint()}
+                  if model is not None
                   else {"file": "-", "id": "-", "steps": None}),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
-                   if k not in ("extra", "plot")},
+                   if k != "plot"},
         "notes": {"bpp": "8 * file bytes / (H * W); mean over images",
                   "psnr": "10 log10(255^2 / MSE), RGB uint8; mean over images",
                   "ms_ssim": "Wang 2003, 5 scales, per RGB channel then averaged "

@@ -339,7 +339,7 @@ def cmd_decompress(args) -> int:
         _check_new(dst, args.force)
         data = _read_bytes(src)
         with _Progress(f"decompressing {src}", args.quiet):
-            dec = codec.decompress_details(data, args.model)
+            dec = codec.decompress_details(data, args.model, max_pixels=args.max_pixels)
             try:
                 write_png(dst, dec.pixels, overwrite=args.force)
             except FileExistsError:
@@ -396,7 +396,7 @@ def cmd_info(args) -> int:
         ]
         if args.symbols:
             with _Progress(f"decoding {src}", args.quiet):
-                _, depth, index, zhat = codec.decode_symbols(data, model)
+                _, depth, index, zhat = codec.decode_symbols(data, model, args.max_pixels)
             buf = io.BytesIO()
             import numpy as np
             np.savez(buf, depth=depth.astype(np.int64), index=index.astype(np.int64),
@@ -558,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input", metavar="IN.bac")
     d.add_argument("output", metavar="OUT.png")
     _common(d, force=True, quiet=True)
+    _max_pixels(d)
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="show a .bac file's header and sizes",
@@ -567,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--symbols", metavar="OUT.npz",
                    help="write depth, index (int64) and zhat (float64), shape (C, h, w)")
     _common(i, force=True, quiet=True)
+    _max_pixels(i)
     i.set_defaults(func=cmd_info)
 
     m = sub.add_parser("demo", help="compress the sample photo at three rates",
@@ -591,6 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(b)
     b.set_defaults(func=bench.cmd_bench)
     return p
+
+
+def _max_pixels(p):
+    from .codec import MAX_DECODE_PIXELS
+    p.add_argument("--max-pixels", type=int, default=MAX_DECODE_PIXELS, metavar="N",
+                   help="refuse files that declare more than N pixels (default %(default)s; "
+                   "a tiny file can declare a huge image, SPEC.md section 8)")
 
 
 def _common(p, force, quiet):

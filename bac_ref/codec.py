@@ -22,10 +22,11 @@ import numpy as np
 
 from . import bitstream, entropy_model, vbq
 from .errors import BitstreamError, ModelFileError
-from .imageio import ImageData, from_rgb_float, read_image, to_rgb_float
+from .imageio import ImageData, read_image, to_rgb_float
 
 DEFAULT_MAX_DEPTH = 10
 LAMBDA_RANGE = (1e-4, 1e5)          # where the rate searches look
+MAX_DECODE_PIXELS = 1 << 25         # default decoder limit (SPEC.md §8, memory bombs)
 
 
 # ---------------------------------------------------------------------------
@@ -56,7 +57,7 @@ def model_prior(model):
         raise ModelFileError(f"{model.path}: the model file has no coding prior (prior.* arrays)")
     try:
         prior = QuantilePrior.from_arrays(arrays, prefix="prior.")
-    except ValueError as exc:                    # a corrupted or unknown prior: the model's fault
+    except Exception as exc:    # noqa: BLE001 -- a corrupted or unknown prior: the file's fault
         raise ModelFileError(f"{model.path}: invalid coding prior: {exc}") from exc
     if prior.num_channels != model.M:
         raise ModelFileError(f"{model.path}: prior has {prior.num_channels} channels, "
@@ -109,10 +110,13 @@ def as_float_image(image):
 
 
 def to_pixels(x_hat: np.ndarray, grey: bool) -> np.ndarray:
-    """SPEC.md §10: clip to [0, 1], scale by 255, round half to even; grey = channel mean."""
+    """SPEC.md §10, in float32: clip to [0, 1], times 255, round half to even; grey = channel mean."""
+    x_hat = np.asarray(x_hat, dtype=np.float32)
     if grey:
         x_hat = x_hat.mean(axis=2, dtype=np.float32)
-    return from_rgb_float(np.clip(x_hat, 0.0, 1.0), 8)
+    if not np.all(np.isfinite(x_hat)):
+        raise ValueError("the reconstruction holds NaN or infinite values")
+    return np.rint(np.clip(x_hat, np.float32(0), np.float32(1)) * np.float32(255)).astype(np.uint8)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -305,9 +309,17 @@ class Decoded:
     pixels: np.ndarray | None     # (H, W, 3) or (H, W) uint8, when synthesised
 
 
-def decode_symbols(data: bytes, model=None):
-    """Parse and entropy-decode: (header, depth, index, zhat) without synthesis."""
+def decode_symbols(data: bytes, model=None, max_pixels: int = MAX_DECODE_PIXELS):
+    """Parse and entropy-decode: (header, depth, index, zhat) without synthesis.
+
+    ``max_pixels`` bounds the work an untrusted file can demand: a tiny payload
+    may declare a huge image (SPEC.md §8); larger files raise BitstreamError.
+    """
     header, payload = bitstream.parse(data)
+    if header.height * header.width > max_pixels:
+        raise BitstreamError(f"the file declares {header.height}x{header.width} pixels, more than "
+                             f"this decoder's limit of {max_pixels} (raise it with max_pixels= "
+                             "or --max-pixels if you trust the file)")
     model = get_model(model)
     if model_id_bytes(model) != header.model_id:
         raise BitstreamError(
@@ -320,9 +332,10 @@ def decode_symbols(data: bytes, model=None):
     return header, depth, index, zhat
 
 
-def decompress_details(data: bytes, model=None, synthesize: bool = True) -> Decoded:
+def decompress_details(data: bytes, model=None, synthesize: bool = True,
+                       max_pixels: int = MAX_DECODE_PIXELS) -> Decoded:
     model = get_model(model)
-    header, depth, index, zhat = decode_symbols(data, model)
+    header, depth, index, zhat = decode_symbols(data, model, max_pixels)
     pixels = None
     if synthesize:
         x_hat = model.synthesis(zhat.astype(np.float32), size=(header.height, header.width))
@@ -330,6 +343,6 @@ def decompress_details(data: bytes, model=None, synthesize: bool = True) -> Deco
     return Decoded(header, depth, index, zhat, pixels)
 
 
-def decompress(data: bytes, model=None) -> np.ndarray:
+def decompress(data: bytes, model=None, max_pixels: int = MAX_DECODE_PIXELS) -> np.ndarray:
     """Decode .bac bytes to a uint8 image, (H, W, 3) RGB or (H, W) grey (SPEC.md §10)."""
-    return decompress_details(data, model).pixels
+    return decompress_details(data, model, max_pixels=max_pixels).pixels

@@ -97,7 +97,8 @@ TOLERANCE = {
               "zhat": "bit-exact float64", "vbq_zhat": "bit-exact float64",
               "pixels": {"max_abs_diff": PIXEL_TOLERANCE}},
     "coder": {"payload": "exact bytes", "symbols": "exact"},
-    "reject": {"decoder": "must refuse the file (bac_ref: BitstreamError; a command: non-zero exit)"},
+    "reject": {"decoder": "must refuse the file "
+                          "(bac_ref: BitstreamError; a command: non-zero exit)"},
 }
 
 
@@ -149,13 +150,23 @@ _UNIFORM = {}
 
 
 def binary_table(c0: int, c1: int) -> tuple:
-    """[0, m0, 2^24] of the binary rule (SPEC.md §3.3, §9)."""
+    """[0, m0, 2^24] of the binary rule (SPEC.md §3.3, §9).
+
+    >>> binary_table(1, 1)                 # a fresh model: p(0) = 1/2
+    (0, 8388608, 16777216)
+    >>> binary_table(65, 1)                # after one 0 (increment 64)
+    (0, 16523015, 16777216)
+    """
     m0 = 1 + (2 * c0 * (TOTAL - 2) + c0 + c1) // (2 * (c0 + c1))
     return (0, m0, TOTAL)
 
 
 def uniform_table(bits: int) -> tuple:
-    """cdf[k] = k 2^(24 - bits): the uniform fast path as a table (SPEC.md §2.9)."""
+    """cdf[k] = k 2^(24 - bits): the uniform fast path as a table (SPEC.md §2.9).
+
+    >>> uniform_table(2)
+    (0, 4194304, 8388608, 12582912, 16777216)
+    """
     if bits not in _UNIFORM:
         _UNIFORM[bits] = tuple(k << (24 - bits) for k in range((1 << bits) + 1))
     return _UNIFORM[bits]
@@ -170,7 +181,7 @@ def _bump(counts, s):
     return False
 
 
-def walk_symbols(shape, max_depth: int, choose, stats=None):
+def walk_symbols(shape, max_depth: int, choose, stats=None, strict=True):
     """Run the coding order of SPEC.md §9 and return (depth, index), (M, h, w) int64.
 
     ``choose(kind, table, c, y, x, t)`` returns the symbol of each coding step:
@@ -179,6 +190,7 @@ def walk_symbols(shape, max_depth: int, choose, stats=None):
     24-bit CDF as a tuple.  Replaying known symbols (:func:`coding_steps`),
     decoding with another range decoder, or steering an encoder are all a
     choice of ``choose``.  ``stats`` (a Counter) counts the paths taken.
+    ``strict``: refuse an active channel without a depth > 0 (SPEC.md §9.1, §9.4).
 
     Written from the text of SPEC.md §9 only (it does not call
     bac_ref.entropy_model), so it doubles as an independent check of it.
@@ -252,7 +264,7 @@ def walk_symbols(shape, max_depth: int, choose, stats=None):
                     st["uniform_%d" % (r - K_TREE)] += 1
                     v = (v << (r - K_TREE)) | low
                 d[y][x], k[y][x] = r, v
-        if not any(any(row) for row in d):
+        if strict and not any(any(row) for row in d):
             raise ValueError(f"channel {c} was coded active but has no depth > 0 (SPEC.md §9.1)")
         depth[c], index[c] = d, k
     return depth, index
@@ -293,6 +305,10 @@ def coder_stats(intervals) -> dict:
     longest_carry: most words one carry changed (the incremented word plus the
     0xFFFFFFFF words that became 0); max_pending: most words a carry could
     still have changed at once (constriction's held words).
+
+    >>> s = coder_stats([(0, 1 << 22), (1 << 22, 3 << 22), (1 << 22, 3 << 22), (0, 1 << 22)])
+    >>> s["steps"], s["renormalisations"], s["carries"], s["seal_extra_zero"]
+    (4, 0, 0, False)
     """
     lower, rng, words = 0, MASK64, []
     out = dict(steps=0, renormalisations=0, carries=0, longest_carry=0, max_pending=0,
@@ -661,7 +677,8 @@ def _image_specs():
         ("image_40x24_grey", "8-bit grey PNG: flag bit 0, the decoder outputs one channel "
          "(the mean of g_s's three)", _grey(k(150, 150, 40, 24)), dict(lam=0.1),
          ["header.flags.grey", "input.grey"]),
-        ("image_23x50_rgba", "RGBA PNG with an alpha ramp: alpha is ignored", _rgba(k(20, 500, 23, 50)),
+        ("image_23x50_rgba", "RGBA PNG with an alpha ramp: alpha is ignored",
+         _rgba(k(20, 500, 23, 50)),
          dict(lam=0.2), ["input.rgba"]),
         ("image_20x28_rgb16", "16-bit RGB PNG input (samples / 65535)",
          (k(400, 200, 20, 28).astype(np.uint16) * 256 + 17), dict(lam=0.1), ["input.16bit"]),
@@ -680,7 +697,8 @@ def _image_specs():
          dict(lam=0.3, second_pass=True), ["header.flags.second_pass"]),
         ("image_40x56_grey_map_second_pass", "all three flag bits at once: grey input, a lambda "
          "map and the second pass", _grey(k(0, 0, 40, 56)),
-         dict(lam=np.array([[[0.05, 0.5, 5.0, 0.05], [0.5, 0.05, 5.0, 0.5], [5.0, 5.0, 0.05, 0.05]]]),
+         dict(lam=np.array([[[0.05, 0.5, 5.0, 0.05], [0.5, 0.05, 5.0, 0.5],
+                             [5.0, 5.0, 0.05, 0.05]]]),
               second_pass=True), ["header.flags.all"]),
         ("image_32x32_depth1", "max_depth N = 1: depth models of 2 symbols, one index bit",
          k(300, 300, 32, 32), dict(lam=0.02, max_depth=1), ["header.max_depth.1"]),
@@ -785,7 +803,8 @@ def _array_specs(model):
         for c in range(m):
             flat[c, 0] = vals[c % len(vals)]
             flat[c, 1] = tbl[c, 0] if c % 2 else tbl[c, -1]            # table ends exactly
-            flat[c, 2] = np.nextafter(tbl[c, 0], -np.inf) if c % 2 else np.nextafter(tbl[c, -1], np.inf)
+            flat[c, 2] = (np.nextafter(tbl[c, 0], -np.inf) if c % 2
+                          else np.nextafter(tbl[c, -1], np.inf))          # just beyond the ends
         sig_vals = [5e-324, 1e-300, 1e-12, 1.0, 1e12, 1e300, 1.7976931348623157e308, np.inf]
         sigma = np.array([sig_vals[i % len(sig_vals)] for i in range(mu.size)]).reshape(mu.shape)
         return base(mu, sigma, 1e-3, n=14, height=18, width=31)
@@ -926,7 +945,8 @@ def _coder_specs():
 
     return [
         ("coder_carry_chain_48", "a carry that changes >= 48 words at once (a chain of pending "
-         "0xFFFFFFFF words, SPEC.md §2.4)", chain_carry, ["coder.carry", "coder.long_carry_chain"]),
+         "0xFFFFFFFF words, SPEC.md §2.4)", chain_carry,
+         ["coder.carry", "coder.long_carry_chain"]),
         ("coder_chain_without_carry", ">= 30 pending words resolved without a carry",
          chain_no_carry, ["coder.long_carry_chain"]),
         ("coder_seal_carry_extra_zero", "sealing carries (point = lower + 2^32 - 1 wraps) and "
@@ -980,7 +1000,7 @@ def decode_coder_case(case: dict, payload: bytes) -> list:
     return out
 
 
-def _reject_specs(base: bytes):
+def _reject_specs(base: bytes, m: int):
     """(id, description, bytes, expected bac_ref message, tags) of invalid files from ``base``."""
     head, payload = base[:28], base[32:]
 
@@ -992,6 +1012,16 @@ def _reject_specs(base: bytes):
         struct.pack_into(fmt, h, offset, *values)
         return seal(bytes(h), payload)
 
+    h16, w16 = struct.unpack(">HH", head[16:20])
+    shape = (m, -(-(h16 + 1) // 16), -(-(w16 + 1) // 16))
+    enc = Encoder()
+
+    def empty_active(kind, table, c, y, x, t):        # channel 0 active, every depth 0
+        s = 1 if (kind == "active" and c == 0) else 0
+        enc.encode_intervals([table[s]], [table[s + 1] - table[s]])
+        return s
+
+    walk_symbols(shape, base[6], empty_active, strict=False)
     flipped = bytearray(base)
     flipped[-3] ^= 0x10
     last = bytearray(payload)
@@ -1034,6 +1064,10 @@ def _reject_specs(base: bytes):
         ("reject_invalid_quantile", "payload of 0xFFFFFFFF words: the first quantile is "
          ">= 2^24 (SPEC.md §2.8)", seal(head, b"\xff" * len(payload)), "quantile",
          ["payload.quantile"]),
+        ("reject_active_channel_without_depth", "channel 0 coded as active but all its "
+         "depths 0 (the encoder marks a channel active only if a depth is > 0, SPEC.md §9.1, "
+         "§9.4): correctly sealed, so only this rule refuses it", seal(head, enc.finish()),
+         "all its depths are 0", ["payload.active_without_depth"]),
         ("reject_altered_last_word", "the last payload word changed (CRC-32 recomputed): "
          "not the sealing words of the decoded steps", seal(head, bytes(last)), "payload",
          ["payload.sealing"]),
@@ -1172,7 +1206,8 @@ def generate(dest, model=None, only=None, report=print) -> list:
         info, em_tags, _ = _payload_info(dec.depth, dec.index, int(inp["max_depth"]), data[32:])
         man = common(cid, "array", desc, tags + em_tags + ["header.model_id", "input.arrays"],
                      ["§4", "§5", "§8", "§9", "§10"])
-        man["params"] = {"max_depth": int(inp["max_depth"]), "second_pass": bool(inp["second_pass"]),
+        man["params"] = {"max_depth": int(inp["max_depth"]),
+                         "second_pass": bool(inp["second_pass"]),
                          "prior_source": str(inp["prior_source"]),
                          "lam": float(inp["lam"]) if inp["lam"].ndim == 0 else "map"}
         man["header"] = _header_dict(bitstream.parse(data)[0])
@@ -1234,10 +1269,10 @@ def generate(dest, model=None, only=None, report=print) -> list:
         report(f"generated {cid}: {len(payload)} bytes")
 
     # -- reject cases (from array_model_prior: platform-independent bytes) --
-    if any(wanted(r[0]) for r in _reject_specs(b"\0" * 40)):
+    if only is None or any(cid.startswith("reject_") for cid in only):
         base_bac = encode_arrays(read_npz(io.BytesIO(npz_bytes(
             _array_by_id(model, "array_model_prior")))), model)[0]
-        for cid, desc, data, message, tags in _reject_specs(base_bac):
+        for cid, desc, data, message, tags in _reject_specs(base_bac, model.M):
             if not wanted(cid):
                 continue
             try:
@@ -1284,7 +1319,8 @@ def _write_index(dest: Path, model, manifests, merge=False):
     for man in manifests:
         cases[man["id"]] = {"id": man["id"], "kind": man["kind"],
                             "description": man["description"],
-                            "manifest_sha256": _sha256((dest / man["id"] / "manifest.json").read_bytes())}
+                            "manifest_sha256": _sha256(
+                                (dest / man["id"] / "manifest.json").read_bytes())}
     order = {"image": 0, "array": 1, "coder": 2, "reject": 3}
     index = {
         "format": FORMAT,
@@ -1697,7 +1733,7 @@ def fuzz_one(rnd: random.Random, seeds, model, category=None):
             p[rnd.randrange(len(p))] = rnd.getrandbits(8)
             payload = bytes(p)
         data = _pack_raw(seed[:28], payload)
-    else:                                                     # splice: header of one, payload of another
+    else:                                       # splice: header of one, payload of another
         other = rnd.choice(seeds)
         data = _pack_raw(seed[:28], other[32:])
     t0 = time.perf_counter()
@@ -1863,14 +1899,19 @@ def main(argv=None, prog=None) -> int:
     p = argparse.ArgumentParser(
         prog=prog, description="Check a decoder/encoder against the bac_ref conformance vectors "
         "(SPEC.md §11), regenerate them, or fuzz the decoder with hostile input.")
-    p.add_argument("--vectors", default=str(DEFAULT_VECTORS), help="vector folder (default: %(default)s)")
-    p.add_argument("--decoder", metavar="CMD", help="decoder command with {in} (.bac) and {out} (.npz)")
-    p.add_argument("--encoder", metavar="CMD", help="encoder command with {in} (input .npz) and {out} (.bac)")
+    p.add_argument("--vectors", default=str(DEFAULT_VECTORS),
+                   help="vector folder (default: %(default)s)")
+    p.add_argument("--decoder", metavar="CMD",
+                   help="decoder command with {in} (.bac) and {out} (.npz)")
+    p.add_argument("--encoder", metavar="CMD",
+                   help="encoder command with {in} (input .npz) and {out} (.bac)")
     p.add_argument("--case", action="append", metavar="ID", help="only this case (repeatable)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per command")
     p.add_argument("--model", help="model file (default: the default model)")
-    p.add_argument("--generate", metavar="DIR", help=f"write the vectors (needs {REGENERATE_ENV}=1)")
-    p.add_argument("--fuzz", type=int, metavar="N", help="run N hostile inputs and print the outcomes")
+    p.add_argument("--generate", metavar="DIR",
+                   help=f"write the vectors (needs {REGENERATE_ENV}=1)")
+    p.add_argument("--fuzz", type=int, metavar="N",
+                   help="run N hostile inputs and print the outcomes")
     p.add_argument("--seed", type=int, default=0, help="fuzz seed")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the total")
     args = p.parse_args(argv)

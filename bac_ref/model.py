@@ -208,7 +208,7 @@ def read_model_file(path: str):
         _fail(path, f"meta_json must be a 0-d unicode array, got {raw.dtype} {raw.shape}")
     try:
         meta = json.loads(str(raw))
-    except ValueError as exc:
+    except (ValueError, SystemError) as exc:    # SystemError: code points > 0x10FFFF in the array
         raise ModelFileError(f"{path}: meta_json is not valid JSON: {exc}") from exc
     if not isinstance(meta, dict):
         _fail(path, "meta_json must hold a JSON object")

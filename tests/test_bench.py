@@ -44,14 +44,11 @@ def train_dir(tmp_path_factory):
 
 
 def _has_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    import importlib.util
+    return importlib.util.find_spec("matplotlib") is not None
 
 
-def test_mini_bench_vbq_jpeg_real_sizes_and_resume(crop, tmp_path):
+def test_mini_bench_vbq_jpeg_real_sizes_and_resume(crop, tmp_path, monkeypatch):
     path, pixels = crop
     out = tmp_path / "out"
     cfg = bench.BenchConfig(codecs=("vbq", "jpeg"), lambdas=LAMS, qualities=QUALS,
@@ -93,6 +90,12 @@ def test_mini_bench_vbq_jpeg_real_sizes_and_resume(crop, tmp_path):
                              plot=False)
     s = bench.run([path], out, more, quiet=True)
     assert s["computed"] == 1 and len(s["mean"]["vbq"]) == 3
+    # an edit to the codec's code invalidates the latent codecs' entries, not JPEG's
+    real = bench.code_fingerprint
+    monkeypatch.setattr(bench, "code_fingerprint", lambda: "edited")
+    assert bench.run([path], out, more, quiet=True)["computed"] == 3
+    monkeypatch.setattr(bench, "code_fingerprint", real)
+    assert bench.run([path], out, more, quiet=True)["computed"] == 3
     # a changed image is measured again
     write_png(tmp_path / "crop.png", pixels[::-1].copy())
     s = bench.run([tmp_path / "crop.png"], out, cfg, quiet=True)

@@ -41,6 +41,7 @@ REQUIRED = {
     "header.height", "header.width", "header.width.max", "header.limits", "header.lambda",
     "header.lambda.zero", "header.lambda.huge", "header.crc32", "header.length",
     "payload.length", "payload.trailing", "payload.empty", "payload.quantile", "payload.sealing",
+    "payload.active_without_depth",
     "input.grey", "input.rgba", "input.16bit", "input.arrays", "input.sigma_inf",
     "input.mu_on_grid", "input.extreme_mu", "prior.model", "prior.std_normal",
     "em.active_0", "em.active_1", "em.ctx_first", "em.ctx_row0", "em.ctx_col0", "em.ctx_inner",
@@ -187,6 +188,12 @@ def test_replay_of_spec_9_matches_entropy_model():
         VECTORS / "array_model_prior" / "file.bac").read_bytes()[32:]
 
 
+def test_doctests():
+    import doctest
+    result = doctest.testmod(conf)
+    assert result.failed == 0 and result.attempted >= 4
+
+
 def test_walk_refuses_an_active_channel_without_depth():
     with pytest.raises(ValueError, match="active"):
         conf.walk_symbols((1, 1, 2), 4, lambda kind, *a: 1 if kind == "active" else 0)
@@ -228,7 +235,8 @@ def test_external_decoder(wrapper):
 
 
 def test_external_encoder(wrapper):
-    ids = ["array_model_prior", "array_lambda_map", "array_second_pass", "array_carry_chains_depth16"]
+    ids = ["array_model_prior", "array_lambda_map", "array_second_pass",
+           "array_carry_chains_depth16"]
     res, lines = _run(encoder=_cmd(wrapper, "encode"), cases=set(ids + ["image_1x1_rgb"]))
     assert res["failed"] == 0 and res["warned"] == 0, lines
     assert res["passed"] == len(ids) and res["skipped"] == 1

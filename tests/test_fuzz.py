@@ -105,8 +105,9 @@ def test_every_single_bit_flip_is_caught(seeds, model):
 
 
 @fuzz_settings
-@given(which=st.integers(0, 2), edits=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)),
-                                                 min_size=1, max_size=4))
+@given(which=st.integers(0, 2),
+       edits=st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)),
+                      min_size=1, max_size=4))
 def test_byte_edits(which, edits, seeds, model):
     b = bytearray(seeds[which])
     for pos, val in edits:
