@@ -102,12 +102,21 @@ def test_gdn_is_not_trivial(tmp_path):
     assert np.abs(mu - mu_diag).max() > 0.05 * np.abs(mu).max()
 
 
-@pytest.mark.skipif(not os.path.isfile(REAL_MODEL), reason="no trained model at runs/vae/model.npz")
-def test_trained_model_parity(tmp_path):
+def test_shipped_model_parity():
+    """The shipped model (pretrained_npz/, always present) against PyTorch."""
+    model = bac_ref.load_model()
+    check_trained_model(model)
+
+
+@pytest.mark.skipif(not os.path.isfile(REAL_MODEL), reason="no training run at runs/vae/model.npz")
+def test_training_run_parity(tmp_path):
     # Copy first: training rewrites runs/vae/model.npz (and its manifest) while tests run.
     path = str(tmp_path / "model.npz")
     shutil.copyfile(REAL_MODEL, path)
-    model = bac_ref.load_model(path)
+    check_trained_model(bac_ref.load_model(path))
+
+
+def check_trained_model(model):
     vae = GaussianVAE(model.N, model.M).eval()
     vae.load_effective_params({k: v.copy() for k, v in model.params.items()})
     rng = np.random.default_rng(11)

@@ -19,18 +19,10 @@ from ..imageio import read_image, to_rgb_float
 from ..model import load_model
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=None)
-    p.add_argument("--kodak", default=os.path.join("..", "shared", "data", "kodak"))
-    args = p.parse_args(argv)
-    files = sorted(glob.glob(os.path.join(args.kodak, "kodim*.png")))
-    if not files:
-        print(f"no Kodak images in {args.kodak}", file=sys.stderr)
-        return 2
-    model = load_model(args.model)
+def kodak_mean_reconstruction(model, kodak_dir):
+    """(mean PSNR dB, mean KL bits/pixel, n) of g_s(mu) over kodim*.png in kodak_dir."""
+    files = sorted(glob.glob(os.path.join(kodak_dir, "kodim*.png")))
     values, kls = [], []
-    t0 = time.time()
     for f in files:
         img = read_image(f)
         x = to_rgb_float(img)
@@ -42,8 +34,22 @@ def main(argv=None):
         kls.append(kl / np.log(2) / (x.shape[0] * x.shape[1]))
         print(f"{os.path.basename(f)}: {values[-1]:.2f} dB, KL {kls[-1]:.3f} bpp",
               file=sys.stderr, flush=True)
+    return float(np.mean(values)), float(np.mean(kls)), len(files)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None)
+    p.add_argument("--kodak", default=os.path.join("..", "shared", "data", "kodak"))
+    args = p.parse_args(argv)
+    model = load_model(args.model)
+    t0 = time.time()
+    mean_psnr, mean_kl, n = kodak_mean_reconstruction(model, args.kodak)
+    if n == 0:
+        print(f"no Kodak images in {args.kodak}", file=sys.stderr)
+        return 2
     print(f"model {model.path} (steps {model.meta.get('steps')}): Kodak mean-reconstruction PSNR "
-          f"{np.mean(values):.2f} dB, KL {np.mean(kls):.3f} bits/pixel over {len(files)} images "
+          f"{mean_psnr:.2f} dB, KL {mean_kl:.3f} bits/pixel over {n} images "
           f"({time.time() - t0:.0f} s)")
     return 0
 
