@@ -20,6 +20,10 @@ are big-endian.  ::
 The decoder needs nothing but these bytes and the model file the id names.
 ``parse`` rejects every malformed input with :class:`BitstreamError` before
 any large allocation (the pixel limit guards against memory bombs).
+
+Sizes count the whole file, bpp = 8 * (32 + 4k) / (H * W): the VBQ paper
+(Yang, Bamler & Mandt 2020) reported estimated code lengths without any
+container, and the 32 bytes are the price of a self-describing file.
 """
 from __future__ import annotations
 

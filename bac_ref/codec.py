@@ -5,6 +5,17 @@
     decompress: .bac --header--> payload --range decoder--> (depth, index)
                   --F^-1 table--> zhat (bit-exact) --g_s--> x_hat --round--> pixels
 
+The encoder's one decision per latent is VBQ (SPEC.md §5; the objective of
+Yang, Bamler & Mandt 2020 for a Gaussian posterior, constants dropped):
+
+    (depth, index) = argmax  -((zhat - mu) / sigma)^2 / 2  -  lam * depth,
+                     zhat = F^-1((2 index + 1) / 2^(depth + 1))        (SPEC.md §4.2)
+
+(``second_pass=True`` replaces depth by a code-length table, SPEC.md §5.4.)
+
+Size and quality: bpp = 8 len(.bac) / (H W), header included; PSNR =
+10 log10(255^2 / MSE) on the 8-bit pixels of SPEC.md §10.
+
 lambda is the only rate knob and is chosen here, at compression time; one
 trained model serves every rate (the paper's central claim).  ``bpp=`` and
 ``psnr=`` search lambda for a target; ``lam`` may also be an array (a

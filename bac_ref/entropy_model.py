@@ -13,6 +13,13 @@ SPEC.md §2 in this order::
                     t < K_TREE:        adaptive binary model B[c, node, vote]  (§9.3)
                     t >= K_TREE:       the remaining r - K_TREE bits, uniform (§2.9)
 
+Cost.  A coding step of mass m out of 2^24 costs -log2(m / 2^24) bits; the
+payload is the sum over all steps plus the small overhead of SPEC.md §2.10.
+The VBQ paper (Yang, Bamler & Mandt 2020) only estimated the rate, as the sum
+over latents of -log2 f_c(j), f_c the per-channel frequency of the grid point
+j fitted on the same latents, its tables free (:func:`paper_rate_estimate`);
+this model is an actual code for the same symbols.
+
 Why this model (measured on validation latents, SPEC.md §9.5): the depth of a
 latent follows sigma, which is smooth in space, so the mean depth of the left
 and upper neighbours predicts it well; the channel's mean depth so far tells

@@ -13,6 +13,11 @@ p_s = m_s / 2^24.  No symbol can have mass 0, so every symbol can be coded.
     |--- m_0 ---|-------- m_1 --------|- m_2 -| ... |---- m_{n-1} ---|
     cdf[0]      cdf[1]                cdf[2]  cdf[3]      cdf[n-1]   cdf[n]
 
+Coding s costs -log2(p_s) bits.  The mass of at least 1 that every symbol keeps
+plays the part of the add-one smoothing in the VBQ paper's code lengths
+(Yang, Bamler & Mandt 2020; their code: -log2((n_s + 1) / (n + S)) with counts n_s
+of S symbols, n = sum n_s).
+
 This module provides
 
 * ``check_cdf`` / ``CheckedCDF``: the checking wrapper.  A ``CheckedCDF`` is

@@ -46,7 +46,8 @@ otherwise s is the symbol with cdf[s] <= q < cdf[s+1].
 
 Cost (SPEC.md §2.10): a message of N >= 1 symbols with probabilities p_i
 takes B bits, 32 | B, with  B < sum_i -log2(p_i) + N * delta + 64,
-delta = -log2(1 - 2^-8) ~= 0.00565 bits.
+delta = -log2(1 - 2^-8) ~= 0.00565 bits.  The VBQ paper (Yang, Bamler &
+Mandt 2020) stopped at the estimate sum_i -log2(p_i); this coder writes it out.
 
 Serialisation (SPEC.md §2.6): the payload is the sequence of 32-bit words,
 each written big-endian.  An empty message is b"".

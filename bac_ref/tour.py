@@ -8,13 +8,17 @@ g_s) on a 64 x 96 crop of data/kodim23.png with the shipped model and prints wha
 stage sees.  Nothing in the page is typed by hand: regenerate it whenever the model, the
 codec or this script changes; ``tests/test_tour.py`` fails when docs/tour.md is stale.
 
-Honesty checks built in (the script raises AssertionError when one fails):
+    _Run (the crop, mu, sigma, the .bac file)
+      -> intro, step 1 (g_a) ... step 6 (decoding): one function each, appending to a _Page
+
+Honesty checks (each raises AssertionError when it fails, so a wrong page cannot be made):
 
 * the layer-by-layer g_a of step 1 gives exactly ``Model.analysis``;
-* the candidate search of step 2 picks what ``vbq.quantize`` and the brute force
-  ``vbq.quantize_exhaustive`` pick;
-* the labelled coding steps of step 4 (a replay of the SPEC.md §9 model logic)
-  reproduce, through a fresh ``rangecoder.Encoder``, the payload the codec wrote.
+* the candidate table of step 2 picks what ``vbq.quantize`` and the brute force
+  ``vbq.quantize_exhaustive`` pick, and the codec quantizes like ``vbq.quantize``;
+* the labelled coding steps of step 4 (:func:`coding_steps`, a replay of the SPEC.md §9
+  model logic) give, through a fresh ``rangecoder.Encoder``, the payload the codec wrote;
+* decoding gives back the same symbols and a bit-identical zhat.
 
 The output is deterministic: no timings, no absolute paths, floats rounded for display.
 g_a and g_s run in float32 and are not bit-exact across BLAS libraries (SPEC.md §7.3), so
@@ -35,19 +39,23 @@ from . import bitstream, codec, entropy_model, vbq
 from .entropy_model import K_TREE, TOTAL
 from .layers import conv2d, gdn
 from .priors import QuantilePrior
-from .rangecoder import Encoder
+from .rangecoder import OVERHEAD_PER_SYMBOL_BITS, Encoder
 
 CROP = (128, 432, 64, 96)          # top, left, height, width (pixels of kodim23)
-LAMBDAS = (0.3, 3.0, 30.0)         # the three rates of step 2
+LAMBDAS = (0.3, 3.0, 30.0)         # the three rates of steps 2 and 3
 LAM = 3.0                          # the rate of steps 3-6
 MAX_DEPTH = codec.DEFAULT_MAX_DEPTH
 FIRST_STEPS = 14                   # coding steps shown in full in step 4
-TOP_CHANNELS = 8
+TOP_CHANNELS = 8                   # channels listed in step 6
+NEAR_PRIOR = 0.5                   # median sigma from which a channel counts as near-collapsed
 COMMAND = "python -m bac_ref.tour --write docs/tour.md"
 
 
+# ---------------------------------------------------------------------------
+# Output helpers
+# ---------------------------------------------------------------------------
 class _Page:
-    """Markdown lines, remembering which ones show floats from g_a / g_s."""
+    """Markdown lines, remembering which ones show floats computed by g_a / g_s."""
 
     def __init__(self):
         self.lines: list[str] = []
@@ -63,11 +71,11 @@ class _Page:
         self.add(text, floaty)
         self.add()
 
-    def code(self, rows, floaty_rows=()) -> None:
-        """A fenced block; ``floaty_rows``: indices (into rows) that show g_a/g_s floats."""
+    def code(self, rows, floaty=()) -> None:
+        """A fenced block; ``floaty``: True, or the indices of rows that show g_a/g_s floats."""
         self.add("```")
         for i, row in enumerate(rows):
-            self.add(row, floaty_rows is True or (floaty_rows is not False and i in floaty_rows))
+            self.add(row, floaty is True or (floaty is not False and i in floaty))
         self.add("```")
         self.add()
 
@@ -75,19 +83,24 @@ class _Page:
         return "\n".join(self.lines).rstrip("\n") + "\n"
 
 
-def _g(x: float, digits: int = 4) -> str:
-    """A float for display: ``digits`` significant digits, no '-0'."""
+def _g(x: float, digits: int = 3) -> str:
+    """A float for display with ``digits`` significant digits (never '-0').
+
+    Values computed from g_a's float32 output get 3 or 4 digits: BLAS kernels change
+    their last bits (SPEC.md §7.3), and more digits would make the page platform-specific.
+    """
     s = f"{x:.{digits}g}"
     return "0" if s in ("-0", "0") else s
 
 
-def _f(x: float, decimals: int = 3) -> str:
+def _fixed(x: float, decimals: int = 2) -> str:
+    """A float with fixed decimals (never '-0.00'): for values whose small digits are noise."""
     s = f"{x:.{decimals}f}"
     return s[1:] if s.startswith("-") and float(s) == 0 else s
 
 
 def _ids(values, width: int = 88) -> list[str]:
-    """A list of integers wrapped to lines of at most ``width`` characters."""
+    """Integers as comma-separated lines of at most ``width`` characters."""
     out, line = [], ""
     for v in values:
         item = str(int(v))
@@ -101,31 +114,40 @@ def _ids(values, width: int = 88) -> list[str]:
     return out or ["(none)"]
 
 
+def _bits(mass: int) -> float:
+    """Information content of a coding step of probability mass / 2^24."""
+    return -math.log2(mass / TOTAL)
+
+
+def _xi(d: int, k: int) -> str:
+    return str(Fraction(2 * k + 1, 2 << d))
+
+
 # ---------------------------------------------------------------------------
 # The coding steps, labelled (a replay of entropy_model.encode_symbols, SPEC.md §9)
 # ---------------------------------------------------------------------------
 def coding_steps(depth: np.ndarray, index: np.ndarray, max_depth: int) -> list:
     """Every coding step of the payload as (channel, model, symbol, start, mass).
 
-    The same model logic as :func:`bac_ref.entropy_model.encode_symbols` (it uses that
-    module's helpers), step by step and with names: "A" (channel activity, §9.1),
+    The model logic of :func:`bac_ref.entropy_model.encode_symbols` (through that
+    module's helpers), one step at a time and with names: "A" (channel activity, §9.1),
     "D[ctx_n,ctx_c]" (depth, §9.2), "B[c,node,vote]" (index bit, §9.3), "U<r>" (r raw
-    index bits, §2.9).  :func:`main` checks that coding these intervals gives the payload
+    index bits, §2.9).  The tour checks that coding these intervals gives the payload
     the codec wrote.
     """
     em = entropy_model
     m, h, w = depth.shape
     steps = []
-    active_c = [1, 1]
+    active_c = [1, 1]                                   # counts of model A
     depth_models = em._DepthModels(max_depth)
-    node_c0 = [1] * (m * 3 << K_TREE)
-    node_c1 = [1] * (m * 3 << K_TREE)
+    node_c0 = [1] * (m * 3 << K_TREE)                   # B[c, node, vote]: counts of bit 0
+    node_c1 = [1] * (m * 3 << K_TREE)                   # ... and of bit 1
     for c in range(m):
         d = depth[c].ravel().tolist()
         k = index[c].ravel().tolist()
         active = 1 if any(d) else 0
         m0 = em._mass0(*active_c)
-        steps.append((c, "A", active, 0 if not active else m0, m0 if not active else TOTAL - m0))
+        steps.append((c, "A", active, m0 if active else 0, TOTAL - m0 if active else m0))
         em._update_binary(active_c, active)
         if not active:
             continue
@@ -167,24 +189,83 @@ def coding_steps(depth: np.ndarray, index: np.ndarray, max_depth: int) -> list:
     return steps
 
 
-def _bits(mass: int) -> float:
-    return -math.log2(mass / TOTAL)
+# ---------------------------------------------------------------------------
+# What the steps share
+# ---------------------------------------------------------------------------
+class _Run:
+    """The crop, its posterior, its quantization at every lambda of the tour, its .bac file."""
+
+    def __init__(self):
+        from .cli import find_demo_image
+        from .imageio import read_image
+
+        self.model = codec.get_model(None)
+        self.prior = codec.model_prior(self.model)
+        top, left, hh, ww = CROP
+        self.image = read_image(find_demo_image())
+        self.px = np.ascontiguousarray(self.image.pixels[top:top + hh, left:left + ww, :3])
+        self.x, _ = codec.as_float_image(self.px)                   # (H, W, 3) float32
+        self.mu32, self.sigma32 = self.model.analysis(self.x)       # (M, h, w) float32
+        self.mu = self.mu32.astype(np.float64)                      # as the codec does
+        self.sigma = self.sigma32.astype(np.float64)
+        self.quants = {lam: vbq.quantize(self.mu, self.sigma, lam, self.prior, MAX_DEPTH)
+                       for lam in LAMBDAS}
+        self.q = self.quants[LAM]
+        self.enc = codec.compress_details(self.px, lam=LAM, model=self.model,
+                                          max_depth=MAX_DEPTH)
+        if not (np.array_equal(self.enc.depth, self.q.depth)
+                and np.array_equal(self.enc.index, self.q.index)):
+            raise AssertionError("the codec quantized differently from vbq.quantize")
+        self.med_sigma = np.median(self.sigma, axis=(1, 2))                        # (M,)
+        self.near = np.nonzero(self.med_sigma >= NEAR_PRIOR)[0]
+        self.inactive = np.nonzero(self.q.depth.max(axis=(1, 2)) == 0)[0]
+        self.steps = coding_steps(self.q.depth, self.q.index, MAX_DEPTH)
+        self.info = sum(_bits(s[4]) for s in self.steps)
+        self.payload_bits = 8 * (len(self.enc.data) - bitstream.HEADER_SIZE)
 
 
-# ---------------------------------------------------------------------------
-# The tour
-# ---------------------------------------------------------------------------
+def _intro(page: _Page, run: _Run) -> None:
+    top, left, hh, ww = CROP
+    steps = run.model.meta.get("steps")
+    page.add("# A guided tour: from a photo to bits and back")
+    page.add()
+    page.para(f"<!-- Generated by `{COMMAND}`; do not edit by hand. -->")
+    page.para(
+        "This page follows one small crop of a photo through the whole `bac_ref` pipeline and\n"
+        "prints what every stage computes. Every number comes from running the code with the\n"
+        f"shipped model (`{COMMAND}` regenerates the page;\n"
+        "`tests/test_tour.py` fails when it is out of date). Keep [SPEC.md](../SPEC.md) and the\n"
+        "module docstrings at hand: each step names the section and the module it shows.\n"
+        "Reading time: about 30 minutes.")
+    page.code([
+        f"model  {os.path.basename(str(run.model.path))}, id {run.model.model_id[:16]} "
+        "(sha256 of the file, SPEC.md §6.3)",
+        f"       {run.model.N} hidden channels, M = {run.model.M} latent channels"
+        + (f", {steps} training steps" if steps is not None else ""),
+        f"prior  {run.prior.num_channels} per-channel quantile tables of "
+        f"{run.prior.table.shape[1]} values (K = {run.prior.table_bits}, SPEC.md §4.2)",
+        f"VBQ    max_depth N = {MAX_DEPTH}: up to {MAX_DEPTH} bits per latent (SPEC.md §4.1)",
+    ])
+    page.para(
+        f"The crop: rows {top}-{top + hh - 1} and columns {left}-{left + ww - 1} of "
+        f"`data/kodim23.png` ({hh} x {ww} pixels), the red\n"
+        "parrot's face: smooth red feathers at the top, the white patch with its lines of small\n"
+        "red feathers, the edge of the eye on the right. Its luminance, one character per 8 x 2\n"
+        "pixels, boxed in the 16 x 16 blocks that become one latent position each:")
+    page.code(_ascii_crop(run.px))
+
+
 def _ascii_crop(px: np.ndarray) -> list[str]:
-    """Luminance of the crop as characters, one per 8 x 2 pixels, latent cells boxed."""
+    """Luminance as characters, one per 8 x 2 pixels, latent cells boxed (integers only)."""
     ramp = " .:-=+*#%@"
     p = px.astype(np.int64)
-    lum = (299 * p[..., 0] + 587 * p[..., 1] + 114 * p[..., 2]) // 1000      # (H, W) in 0..255
+    lum = (299 * p[..., 0] + 587 * p[..., 1] + 114 * p[..., 2]) // 1000      # (H, W), 0..255
     hh, ww = lum.shape
-    cells = lum.reshape(hh // 8, 8, ww // 2, 2).sum(axis=(1, 3)) // 16      # (8, 48) in 0..255
+    cells = lum.reshape(hh // 8, 8, ww // 2, 2).sum(axis=(1, 3)) // 16      # (H/8, W/2)
     w_lat = ww // 16
-    top = "     " + "".join(f"x={x:<7d}"[:8] + " " for x in range(w_lat)).rstrip()
+    out = ["     " + " ".join(f"x={x:<6d}" for x in range(w_lat)).rstrip()]
     rule = "    +" + "+".join(["-" * 8] * w_lat) + "+"
-    out = [top, rule]
+    out.append(rule)
     for i, row in enumerate(cells):
         chars = "".join(ramp[int(v) * len(ramp) // 256] for v in row)
         label = f"y={i // 2}" if i % 2 == 0 else "   "
@@ -194,8 +275,11 @@ def _ascii_crop(px: np.ndarray) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------------------
+# 1 The analysis transform
+# ---------------------------------------------------------------------------
 def _g_a_by_layer(params, x: np.ndarray):
-    """g_a as bac_ref.g_a.analysis computes it, keeping the intermediate shapes."""
+    """g_a as :func:`bac_ref.g_a.analysis` computes it, keeping the intermediate shapes."""
     m = params["g_a.conv2.weight"].shape[0] // 2
     shapes = [("input (3, H, W)", x.shape)]
     y = conv2d(x, params["g_a.conv0.weight"], params["g_a.conv0.bias"], stride=4, padding=4)
@@ -209,89 +293,10 @@ def _g_a_by_layer(params, x: np.ndarray):
     return shapes, y[:m].copy(), np.exp(y[m:] * np.float32(0.5))
 
 
-def _pick_latent(depths):
-    """The latent followed in step 2: its depth differs at all three lambdas.
-
-    Preference: three different depths, the largest lambda still spending a bit, the
-    smallest depth at the smallest lambda (so the winners sit near the top of the
-    tree), then coding order (c, y, x).
-    """
-    d = np.stack(depths)                                                   # (3, M, h, w)
-    distinct = 1 + (d[0] != d[1]) + (d[1] != d[2]) + ((d[0] != d[2]) & (d[0] != d[1])
-                                                      & (d[1] != d[2]))
-    order = np.lexsort((d[0].ravel(), (d[2] == 0).ravel(), -distinct.ravel()))
-    # lexsort is stable, so ties keep the coding order (c, y, x) of ravel()
-    return tuple(int(v) for v in np.unravel_index(order[0], d.shape[1:]))
-
-
-def _xi_picture(xi: float, winners: dict) -> list[str]:
-    """The depth 0-3 grid points of xi as a 64-column picture, xi = F(mu) marked."""
-    width = 64
-    rows = ["      0" + " " * 29 + "1/2" + " " * 29 + "1"]
-    for d in range(4):
-        line = ["-"] * (width + 1)
-        line[0] = line[width] = "|"
-        for k in range(1 << d):
-            pos = (2 * k + 1) * width // (2 << d)
-            line[pos] = "o"
-        for lam, (wd, wk) in winners.items():
-            if wd == d:
-                line[(2 * wk + 1) * width // (2 << d)] = "*"
-        rows.append(f"d={d}   " + "".join(line))
-    mark = [" "] * (width + 1)
-    mark[min(width, max(0, int(round(xi * width))))] = "^"
-    rows.append("      " + "".join(mark).rstrip() + f"  xi = F(mu) = {_f(xi, 4)}")
-    return rows
-
-
-def generate():
-    """The tour as Markdown, and the set of its line numbers (0-based) that show floats
-    computed by g_a or g_s (platform-dependent in their last digits, SPEC.md §7.3)."""
-    from .cli import find_demo_image
-    from .imageio import read_image
-
-    page = _Page()
-    model = codec.get_model(None)
-    prior = codec.model_prior(model)
-    top, left, hh, ww = CROP
-    image = read_image(find_demo_image())
-    px = np.ascontiguousarray(image.pixels[top:top + hh, left:left + ww, :3])   # (64, 96, 3)
-    x, _ = codec.as_float_image(px)                                           # (H, W, 3) float32
-    mu32, sigma32 = model.analysis(x)                                          # (M, h, w) float32
-    mu, sigma = mu32.astype(np.float64), sigma32.astype(np.float64)
+def _step1_analysis(page: _Page, run: _Run) -> None:
+    hh, ww = CROP[2:]
+    mu, sigma, med = run.mu, run.sigma, run.med_sigma
     m_ch, h_lat, w_lat = mu.shape
-    steps_meta = model.meta.get("steps")
-
-    # -- introduction -------------------------------------------------------------------
-    page.add("# A guided tour: from a photo to bits and back")
-    page.add()
-    page.para(
-        "<!-- Generated by `" + COMMAND + "`; do not edit by hand. -->")
-    page.para(
-        "This page follows one small crop of a photo through the whole `bac_ref` pipeline and\n"
-        "prints what every stage computes. Every number comes from running the code with the\n"
-        "shipped model (`" + COMMAND + "` regenerates the page;\n"
-        "`tests/test_tour.py` fails when it is out of date). Keep [SPEC.md](../SPEC.md) and the\n"
-        "module docstrings at hand: each step names the section and the module it shows.\n"
-        "Reading time: about 30 minutes.")
-    page.code([
-        f"model  {os.path.basename(str(model.path))}, id {model.model_id[:16]} "
-        f"(sha256 of the file, SPEC.md §6.3)",
-        f"       {model.N} hidden channels, M = {m_ch} latent channels"
-        + (f", {steps_meta} training steps" if steps_meta is not None else ""),
-        f"prior  {prior.num_channels} per-channel quantile tables of {prior.table.shape[1]} values"
-        f" (K = {prior.table_bits}, SPEC.md §4.2)",
-        f"VBQ    max_depth N = {MAX_DEPTH}: up to {MAX_DEPTH} bits per latent (SPEC.md §4.1)",
-    ])
-    page.para(
-        f"The crop: rows {top}-{top + hh - 1} and columns {left}-{left + ww - 1} of "
-        f"`data/kodim23.png` ({hh} x {ww} pixels), the red\n"
-        "parrot's face: smooth red feathers at the top, the white patch with its lines of small\n"
-        "red feathers, the edge of the eye on the right. Its luminance, one character per 8 x 2\n"
-        "pixels, boxed in the 16 x 16 blocks that become one latent position each:")
-    page.code(_ascii_crop(px))
-
-    # -- 1 analysis transform ----------------------------------------------------------
     page.add("## 1 The analysis transform g_a")
     page.add()
     page.para(
@@ -299,11 +304,14 @@ def generate():
         "inference network of a VAE: for every latent it outputs a Gaussian posterior\n"
         "q(z | x) = N(mu, sigma^2), a best guess mu and an uncertainty sigma. The VAE was\n"
         "trained with the prior N(0, 1), so sigma = 1 means \"the image tells me nothing here\".\n"
-        "The pixels become float32 in [0, 1] (`codec.as_float_image`), channel-first; three\n"
-        "strided convolutions divide height and width by 16:")
-    chw = np.ascontiguousarray(x.transpose(2, 0, 1))                          # (3, H, W)
-    shapes, mu_l, sigma_l = _g_a_by_layer(model.params, chw)
-    if not (np.array_equal(mu_l, mu32) and np.array_equal(sigma_l, sigma32)):
+        "The pixels become float32 in [0, 1] (`codec.as_float_image`), channel-first "
+        + (f"({hh} and {ww}\nare multiples of 16, so no edge padding is needed, SPEC.md §7.2)"
+           if hh % 16 == 0 and ww % 16 == 0 else
+           "(padded\nby edge replication to multiples of 16, SPEC.md §7.2)")
+        + "; three strided\nconvolutions divide height and width by 16:")
+    chw = np.ascontiguousarray(run.x.transpose(2, 0, 1))                    # (3, H, W)
+    shapes, mu_l, sigma_l = _g_a_by_layer(run.model.params, chw)
+    if not (np.array_equal(mu_l, run.mu32) and np.array_equal(sigma_l, run.sigma32)):
         raise AssertionError("the layer-by-layer g_a differs from Model.analysis")
     rows = [f"{name:<20s} -> {tuple(s)}" for name, s in shapes]
     rows.append(f"{'split channels':<20s} -> mu {mu.shape}, log sigma^2 {mu.shape};"
@@ -312,133 +320,180 @@ def generate():
     page.para(
         f"{hh} x {ww} pixels x 3 colours = {hh * ww * 3} numbers become "
         f"{m_ch} x {h_lat} x {w_lat} = {mu.size} latents,\n"
-        f"each with a (mu, sigma) pair (the script checks that running the layers one by one\n"
-        f"gives exactly `Model.analysis`). Their spread over the crop:")
-    med_sigma = np.median(sigma, axis=(1, 2))                                  # (M,)
+        "each with a (mu, sigma) pair (the script checks that running the layers one by one\n"
+        "gives exactly `Model.analysis`). Their spread over the crop:")
     page.code([
         "          min        median     max",
         f"mu     {_g(mu.min()):>9s}  {_g(np.median(mu)):>9s}  {_g(mu.max()):>9s}",
         f"sigma  {_g(sigma.min()):>9s}  {_g(np.median(sigma)):>9s}  {_g(sigma.max()):>9s}",
-    ], floaty_rows=(1, 2))
-    bins = [(0.0, 0.1), (0.1, 0.5), (0.5, np.inf)]
-    counts = [int(np.sum((med_sigma >= a) & (med_sigma < b))) for a, b in bins]
+    ], floaty=(1, 2))
+    counts = [int(np.sum((med >= a) & (med < b)))
+              for a, b in ((0.0, 0.1), (0.1, NEAR_PRIOR), (NEAR_PRIOR, np.inf))]
     page.para(
-        "Channels differ a lot. Counting channels by their median sigma over the 24 positions:",)
+        f"Channels differ a lot. Counting channels by their median sigma over the {h_lat * w_lat} "
+        "positions:")
     page.code([
-        f"median sigma < 0.1          {counts[0]:4d} channels   (sure of their value: worth many bits)",
-        f"0.1 <= median sigma < 0.5   {counts[1]:4d} channels",
-        f"median sigma >= 0.5         {counts[2]:4d} channels   (close to the prior: near-collapsed)",
-    ], floaty_rows=True)
-    near = np.nonzero(med_sigma >= 0.5)[0]
-    most = int(np.argmax(med_sigma))
-    sure = int(np.argmin(med_sigma))
-    iqr = prior.ppf(np.array([0.25, 0.75]), channel=most)
+        f"median sigma < 0.1          {counts[0]:4d} channels   (sure of their value)",
+        f"0.1 <= median sigma < {NEAR_PRIOR}   {counts[1]:4d} channels",
+        f"median sigma >= {NEAR_PRIOR}         {counts[2]:4d} channels   "
+        "(close to the prior: near-collapsed)",
+    ], floaty=True)
+    most, sure = int(np.argmax(med)), int(np.argmin(med))
+    q1, q3 = run.prior.ppf(np.array([0.25, 0.75]), channel=most)
+    n_both = len(set(run.near.tolist()) & set(run.inactive.tolist()))
     page.para(
         "A *collapsed* channel is one the encoder learned to ignore: its sigma stays near 1, the\n"
         "scale of the N(0, 1) training prior, and its mu near 0, whatever the image (posterior\n"
-        "collapse, common in VAEs). The most collapsed channel of this crop is "
-        f"{most}: median sigma\n"
-        f"{_g(med_sigma[most], 3)}, |mu| <= {_g(np.abs(mu[most]).max(), 3)}; the surest is "
-        f"channel {sure}, median sigma {_g(med_sigma[sure], 3)}.\n"
-        "The coding prior (fitted to posterior means of training images, SPEC.md §4.4) is\n"
-        f"narrow for such a channel: channel {most}'s prior has its quartiles at "
-        f"{_g(iqr[0], 3)} and {_g(iqr[1], 3)},\n"
-        "well inside one sigma. So every grid point is almost as likely under the posterior as\n"
-        "the prior median, and VBQ spends 0 bits on it: depth 0 everywhere. A channel whose depths\n"
-        "are all 0 is *inactive*: the payload carries one binary flag for it and nothing else\n"
-        "(SPEC.md §9.1). Step 6 shows the price of those flags. The channels with median\n"
-        "sigma >= 0.5 here:", floaty=True)
-    page.code(_ids(near), floaty_rows=True)
+        f"collapse, common in VAEs). The channel closest to that in this crop is {most}: "
+        "median sigma\n"
+        f"{_g(med[most], 3)}, |mu| <= {_g(np.abs(mu[most]).max(), 3)} (the surest channel is "
+        f"{sure}, median sigma {_g(med[sure], 3)}).\n"
+        "The coding prior, fitted to posterior means of training images (SPEC.md §4.4), is\n"
+        f"narrow for such a channel: channel {most}'s prior has its quartiles at {_g(q1, 3)} "
+        f"and {_g(q3, 3)},\n"
+        f"{_g((q3 - q1) / med[most], 2)} sigma apart. Every grid point is then about as likely "
+        "under the posterior as\n"
+        "the prior median (depth 0, no bits), so no bit is worth its lambda. A channel whose\n"
+        "depths are all 0 is *inactive*: the payload carries one binary flag for it and nothing\n"
+        f"else (SPEC.md §9.1). At lambda = {_g(LAM)}, {len(run.inactive)} channels are inactive, "
+        f"among them {n_both} of the\n"
+        f"{len(run.near)} channels with median sigma >= {NEAR_PRIOR}, which are:", floaty=True)
+    page.code(_ids(run.near), floaty=True)
 
-    # -- 2 one latent in CDF space -------------------------------------------------------
-    quants = {lam: vbq.quantize(mu, sigma, lam, prior, MAX_DEPTH) for lam in LAMBDAS}
-    c, yy, xx = _pick_latent([quants[lam].depth for lam in LAMBDAS])
-    mu1, s1 = float(mu[c, yy, xx]), float(sigma[c, yy, xx])
-    xi1 = float(prior.cdf(np.array(mu1), channel=c))
-    g = MAX_DEPTH + 1
-    jlo = int(prior.grid_floor(np.array(mu1), g, channel=c))
+
+# ---------------------------------------------------------------------------
+# 2 One latent in the prior's CDF space
+# ---------------------------------------------------------------------------
+def _pick_latent(depths):
+    """The latent followed in step 2, from its depths at the three lambdas.
+
+    Preference: three different depths; the largest lambda still spending a bit; the
+    smallest depth at the smallest lambda (winners near the top of the tree); then
+    coding order (c, y, x).
+    """
+    d = np.stack(depths)                                                    # (3, M, h, w)
+    distinct = 1 + (d[0] != d[1]) + ((d[2] != d[0]) & (d[2] != d[1]))       # (M, h, w)
+    order = np.lexsort((d[0].ravel(), (d[2] == 0).ravel(), -distinct.ravel()))
+    # lexsort is stable: ties keep the coding order (c, y, x) of ravel()
+    return tuple(int(v) for v in np.unravel_index(order[0], d.shape[1:]))
+
+
+def _xi_picture(xi: float, winners: dict) -> list[str]:
+    """The depth 0-3 grid points of xi as a 64-column picture, winners (*) and xi (^) marked."""
+    width = 64
+    rows = ["      0" + " " * 29 + "1/2" + " " * 29 + "1"]
+    for d in range(4):
+        line = ["-"] * (width + 1)
+        line[0] = line[width] = "|"
+        for k in range(1 << d):
+            line[(2 * k + 1) * width // (2 << d)] = "o"
+        for wd, wk in winners.values():
+            if wd == d:
+                line[(2 * wk + 1) * width // (2 << d)] = "*"
+        rows.append(f"d={d}   " + "".join(line))
+    mark = [" "] * (width + 1)
+    mark[min(width, max(0, int(round(xi * width))))] = "^"
+    rows.append("      " + "".join(mark).rstrip() + f"  xi = F(mu) = {xi:.4f}")
+    return rows
+
+
+def _candidates(prior, c: int, mu: float, sigma: float, jlo: int) -> list:
+    """The at most 2N + 1 bracketing points of SPEC.md §5.2 as (d, k, zhat, D)."""
+    out = []
+    for d in range(MAX_DEPTH + 1):
+        k_lo = ((jlo >> (MAX_DEPTH - d)) - 1) >> 1
+        for k in (k_lo, k_lo + 1):
+            if 0 <= k < (1 << d):
+                zhat = float(prior.ppf_grid(np.array(d), np.array(k), c))
+                b = (zhat - mu) / sigma
+                out.append((d, k, zhat, (b * b) * 0.5))        # SPEC.md §5.1 operation order
+    return out
+
+
+def _step2_one_latent(page: _Page, run: _Run) -> None:
+    prior = run.prior
+    c, y, x = run.latent = _pick_latent([run.quants[lam].depth for lam in LAMBDAS])
+    mu, sigma = float(run.mu[c, y, x]), float(run.sigma[c, y, x])
+    xi = float(prior.cdf(np.array(mu), channel=c))
+    level = MAX_DEPTH + 1
+    jlo = int(prior.grid_floor(np.array(mu), level, channel=c))
+    winners = {lam: (int(run.quants[lam].depth[c, y, x]), int(run.quants[lam].index[c, y, x]))
+               for lam in LAMBDAS}
     page.add("## 2 The prior's CDF space: one latent")
     page.add()
     page.para(
         "`bac_ref/priors.py` and `bac_ref/vbq.py`, SPEC.md §4 and §5. VBQ does not round mu on\n"
-        "a fixed grid. It maps mu into the prior's CDF space, xi = F(mu) in (0, 1), where the prior\n"
-        "spreads evenly, and picks a point of the dyadic grid there: depth d holds the 2^d\n"
-        "points xi = (2k + 1) / 2^(d+1), k = 0 .. 2^d - 1, and naming one costs d bits (d explicit\n"
-        "bits, then an implied 1). The reconstruction is zhat = F^-1(xi), read from the prior's\n"
-        "table (exact lookups up to depth K - 1, linear interpolation below, bit-exact on\n"
-        "every platform: SPEC.md §4.2). The objective (SPEC.md §5.1; the paper's rate-penalised\n"
-        "posterior log-density for a Gaussian posterior) is")
+        "a fixed grid. It maps mu into the prior's CDF space, xi = F(mu) in (0, 1), where the\n"
+        "prior spreads evenly, and picks a point of the dyadic grid there: depth d holds the 2^d\n"
+        "points xi = (2k + 1) / 2^(d+1), k = 0 .. 2^d - 1, and naming one costs d bits (d\n"
+        "explicit bits, then an implied 1). The reconstruction is zhat = F^-1(xi), read from the\n"
+        "prior's table (exact lookups up to depth K - 1, linear interpolation below, bit-exact\n"
+        "on every platform: SPEC.md §4.2). The objective (SPEC.md §5.1; the paper's\n"
+        "rate-penalised posterior log-density for a Gaussian posterior) is")
     page.code(["O(d, k) = -((zhat - mu) / sigma)^2 / 2  -  lambda * d"])
+    lams = ", ".join(_g(v) for v in LAMBDAS)
+    if len({wd for wd, _ in winners.values()}) == len(LAMBDAS):
+        why = (f"its depth differs\nat the three lambdas {lams}, it keeps a bit at the "
+               "largest, and its depths are the\nsmallest such (coding order breaks ties):")
+    else:
+        why = (f"no latent of this\ncrop has three different depths at lambda = {lams}; "
+               "this one comes closest:")
     page.para(
-        f"We follow latent (c, y, x) = ({c}, {yy}, {xx}), picked by `_pick_latent` as the first one "
-        "whose depth differs at\n"
-        f"all three lambdas {', '.join(_g(v) for v in LAMBDAS)} (with at least one bit at the "
-        "largest):")
+        f"We follow latent (c, y, x) = ({c}, {y}, {x}), picked automatically (`_pick_latent`): "
+        + why)
     page.code([
-        f"mu = {_g(mu1, 5)}   sigma = {_g(s1, 4)}   xi = F(mu) = {_g(xi1, 5)}",
-        f"j_lo = {jlo}: grid points j / 2^{g} (all depths) with F^-1 <= mu (SPEC.md §4.3)",
-    ], floaty_rows=(0,))
-    winners = {lam: (int(quants[lam].depth[c, yy, xx]), int(quants[lam].index[c, yy, xx]))
-               for lam in LAMBDAS}
+        f"mu = {_g(mu, 4)}   sigma = {_g(sigma)}   xi = F(mu) = {xi:.4f}",
+        f"j_lo = {jlo}: grid points j / 2^{level} (all depths) with F^-1 <= mu (SPEC.md §4.3)",
+    ], floaty=(0,))
     page.para(
-        "The grid at depths 0-3 (o), the point chosen at a lambda (*) when its depth is <= 3,\n"
-        "and xi (^):")
-    page.code(_xi_picture(xi1, winners), floaty_rows=(5,))
+        "The grid at depths 0-3 (`o`), the point chosen at a lambda (`*`) when its depth is\n"
+        "at most 3, and xi (`^`):")
+    page.code(_xi_picture(xi, winners), floaty=(5,))
+
+    cand = _candidates(prior, c, mu, sigma, jlo)
+    best = {}
+    single = QuantilePrior(prior.table[c:c + 1])
+    for lam in LAMBDAS:
+        best[lam] = max(range(len(cand)),
+                        key=lambda i: ((-cand[i][3]) - lam * cand[i][0], -cand[i][0]))
+        if cand[best[lam]][:2] != winners[lam]:
+            raise AssertionError(f"the candidate table disagrees with vbq.quantize at {lam}")
+        ex = vbq.quantize_exhaustive(mu, sigma, lam, single, MAX_DEPTH)
+        if (int(ex.depth), int(ex.index)) != winners[lam]:
+            raise AssertionError(f"brute force disagrees with vbq.quantize at lambda {lam}")
     page.para(
         "At each depth only the two grid points bracketing xi can win (SPEC.md §5.2), so there\n"
         f"are at most 2N + 1 = {2 * MAX_DEPTH + 1} candidates. D = ((zhat - mu) / sigma)^2 / 2 "
-        "is the distortion; * marks\n"
-        "the winner of each column:")
-    rows = ["  d     k  xi              zhat          D     " +
-            "".join(f"  O(lam={_g(v)})"[:13].rjust(13) for v in LAMBDAS)]
-    best = {}
-    cand = []
-    for d in range(MAX_DEPTH + 1):
-        mm = jlo >> (MAX_DEPTH - d)
-        k_lo = (mm - 1) >> 1
-        for k in (k_lo, k_lo + 1):
-            if 0 <= k < (1 << d):
-                zh = float(prior.ppf_grid(np.array(d), np.array(k), c))
-                b = (zh - mu1) / s1
-                dist = (b * b) * 0.5                          # SPEC.md §5.1 operation order
-                cand.append((d, k, zh, dist))
-    for lam in LAMBDAS:
-        obj = [((-dist) - lam * d, -d) for d, k, zh, dist in cand]
-        best[lam] = max(range(len(cand)), key=lambda i: obj[i])
-        d, k = cand[best[lam]][:2]
-        if (d, k) != winners[lam]:
-            raise AssertionError(f"tour's candidate search disagrees with vbq.quantize at {lam}")
-        ex = vbq.quantize_exhaustive(mu1, s1, lam, QuantilePrior(prior.table[c:c + 1]), MAX_DEPTH)
-        if (int(ex.depth), int(ex.index)) != (d, k):
-            raise AssertionError(f"brute force disagrees with vbq.quantize at lambda {lam}")
-    for i, (d, k, zh, dist) in enumerate(cand):
-        xi_s = str(Fraction(2 * k + 1, 2 << d))
-        cols = ""
-        for lam in LAMBDAS:
-            o = (-dist) - lam * d
-            cols += f"{_g(o, 4)}{'*' if best[lam] == i else ' '}".rjust(13)
-        rows.append(f"{d:3d} {k:5d}  {xi_s:<12s} {_g(zh, 5):>9s} {_g(dist, 4):>10s}  {cols}")
-    page.code(rows, floaty_rows=set(range(1, len(rows))))
-    lines = []
+        "is the distortion;\na `*` marks the winner of each column:")
+    rows = [f"{'d':>3s} {'k':>5s}  {'xi':<12s} {'zhat':>9s} {'D':>8s}  "
+            + "".join(f"{'O(lam=' + _g(v) + ')':>12s} " for v in LAMBDAS).rstrip()]
+    for i, (d, k, zhat, dist) in enumerate(cand):
+        cols = "".join(f"{_fixed((-dist) - lam * d)}{'*' if best[lam] == i else ' '}".rjust(13)
+                       for lam in LAMBDAS)
+        rows.append(f"{d:3d} {k:5d}  {_xi(d, k):<12s} {_g(zhat, 5):>9s} {_fixed(dist):>8s}"
+                    f"  {cols}")
+    page.code(rows, floaty=set(range(1, len(rows))))
+    rows = []
     for lam in LAMBDAS:
         d, k = winners[lam]
-        zh = float(quants[lam].zhat[c, yy, xx])
-        lines.append(f"lambda = {_g(lam):>4s}:  depth {d}, index {k}, xi = "
-                     f"{str(Fraction(2 * k + 1, 2 << d)):<9s} zhat = {_g(zh, 5)}")
-    page.code(lines, floaty_rows=True)
+        rows.append(f"lambda = {_g(lam):>4s}:  depth {d}, index {k}, xi = {_xi(d, k):<9s} "
+                    f"zhat = {_g(float(run.quants[lam].zhat[c, y, x]), 5)}")
+    page.code(rows, floaty=True)
     page.para(
         "A deeper point sits closer to mu (smaller D) but costs lambda more per bit: a small\n"
         "lambda buys precision, a large one settles for a coarse point. sigma sets the exchange\n"
         "rate: the same distance costs less distortion for an uncertain latent, so uncertain\n"
         "latents get fewer bits. `vbq.quantize` (vectorised over all latents) and the brute\n"
-        f"force over all {(2 << MAX_DEPTH) - 1} grid points (`vbq.quantize_exhaustive`) pick the "
-        "same points as this table.")
+        f"force over all {(2 << MAX_DEPTH) - 1} grid points (`vbq.quantize_exhaustive`) pick "
+        "the same points as this\ntable.")
 
-    # -- 3 VBQ on the whole crop ---------------------------------------------------------
-    q = quants[LAM]
-    enc = codec.compress_details(px, lam=LAM, model=model, max_depth=MAX_DEPTH)
-    if not (np.array_equal(enc.depth, q.depth) and np.array_equal(enc.index, q.index)):
-        raise AssertionError("the codec quantized differently from vbq.quantize")
+
+# ---------------------------------------------------------------------------
+# 3 VBQ on the whole crop
+# ---------------------------------------------------------------------------
+def _step3_whole_crop(page: _Page, run: _Run) -> None:
+    hh, ww = CROP[2:]
+    q, enc = run.q, run.enc
     hist = np.bincount(q.depth.ravel(), minlength=MAX_DEPTH + 1)
     page.add(f"## 3 VBQ on the whole crop at lambda = {_g(LAM)}")
     page.add()
@@ -447,53 +502,69 @@ def generate():
         f"(`codec.compress_details(..., lam={_g(LAM)})`\nquantizes exactly like this). "
         "How many latents got each depth:")
     peak = max(int(hist.max()), 1)
-    rows = [f"depth {d:2d}  {int(n):5d}  " + "#" * int(round(50 * int(n) / peak))
-            for d, n in enumerate(hist)]
-    page.code(rows)
-    raw_bits = int(q.depth.sum())
-    paper = entropy_model.paper_rate_estimate(q.depth, q.index, MAX_DEPTH)
-    payload_bits = 8 * (len(enc.data) - bitstream.HEADER_SIZE)
-    per_pos = q.depth.sum(axis=0)                                                 # (h, w)
-    inactive = np.nonzero(q.depth.max(axis=(1, 2)) == 0)[0]
+    page.code([f"depth {d:2d}  {int(n):5d}  " + "#" * int(round(50 * int(n) / peak))
+               for d, n in enumerate(hist)])
+    paper_bits = entropy_model.paper_rate_estimate(q.depth, q.index, MAX_DEPTH)
     page.para(
         f"{int(hist[0])} latents cost no bits at all (depth 0: zhat is the prior median) and "
-        f"{len(inactive)} whole channels are\ninactive. Three ways to count the bits:")
+        f"{len(run.inactive)} whole channels\nare inactive. Three ways to count the bits:")
     page.code([
-        f"sum of depths (the raw bits of the objective)            {raw_bits:6d} bits",
-        f"the paper's estimate (sum of -log2 per-channel frequency  {paper:8.1f} bits",
-        "  of each grid point, tables free; SPEC.md §9.5)",
-        f"the real payload of the .bac file (step 4)               {payload_bits:6d} bits",
-        f"the whole file, 32-byte header included                  {8 * len(enc.data):6d} bits"
-        f" = {8 * len(enc.data) / (hh * ww):.3f} bpp",
+        f"sum of depths (the raw bits of the objective)         {int(q.depth.sum()):8d} bits",
+        f"the paper's estimate (sum of -log2 of each grid       {paper_bits:8.1f} bits",
+        "  point's per-channel frequency, tables free, §9.5)",
+        f"the real payload of the .bac file (step 4)            {run.payload_bits:8d} bits",
+        f"the whole file, 32-byte header included               {8 * len(enc.data):8d} bits"
+        f" = {enc.bpp:.3f} bpp",
     ])
+    whole = codec.compress_details(run.image.pixels[..., :3], lam=LAM, model=run.model,
+                                   max_depth=MAX_DEPTH)
+    whole_paper = entropy_model.paper_rate_estimate(whole.depth, whole.index, MAX_DEPTH)
+    whole_bits = 8 * (len(whole.data) - bitstream.HEADER_SIZE)
+    page.para(
+        f"The payload is {run.payload_bits / paper_bits:.2f}x the paper's estimate. The estimate "
+        "gets its tables for free;\n"
+        "the file's adaptive models start from scratch and learn while they code, which costs\n"
+        f"most on a file as small as this one ({q.depth.size} latents). The whole photo "
+        f"({run.image.height} x {run.image.width}) at the\n"
+        f"same lambda: payload {whole_bits} bits, estimate {whole_paper:.0f} bits, "
+        f"{whole_bits / whole_paper:.2f}x.")
+    per_pos = q.depth.sum(axis=0)                                                 # (h, w)
     page.para(
         "Where the bits go: the sum of the depths over all channels at each latent position (one\n"
-        "per 16 x 16 block of the crop above). Texture costs bits, smooth areas do not:")
-    page.code([f"y={yy_} " + " ".join(f"{int(v):5d}" for v in row)
-               for yy_, row in enumerate(per_pos)])
+        "per 16 x 16 block; compare with the picture of the crop above):")
+    page.code(["     " + " ".join(f"{'x=' + str(i):>5s}" for i in range(per_pos.shape[1]))]
+              + [f"y={y}  " + " ".join(f"{int(v):5d}" for v in row)
+                 for y, row in enumerate(per_pos)])
+    page.para(
+        f"The top row (smooth red feathers) averages {per_pos[0].mean():.0f} raw bits per "
+        "position, the bottom two rows\n(the white patch and its feather lines) "
+        f"{per_pos[-2:].mean():.0f}.\n\n"
+        "One model serves every rate: lambda is chosen at compression time.")
     rows = ["lambda  active ch.  sum depths  payload bytes   bpp    PSNR dB"]
     for lam in LAMBDAS:
-        e = enc if lam == LAM else codec.compress_details(px, lam=lam, model=model,
+        e = enc if lam == LAM else codec.compress_details(run.px, lam=lam, model=run.model,
                                                           max_depth=MAX_DEPTH)
-        dec = codec.decompress_details(e.data, model=model)
-        act = int(np.sum(e.depth.max(axis=(1, 2)) > 0))
-        rows.append(f"{_g(lam):>6s}  {act:10d}  {int(e.depth.sum()):10d}  "
+        dec = codec.decompress_details(e.data, model=run.model)
+        active = int(np.sum(e.depth.max(axis=(1, 2)) > 0))
+        rows.append(f"{_g(lam):>6s}  {active:10d}  {int(e.depth.sum()):10d}  "
                     f"{len(e.data) - bitstream.HEADER_SIZE:13d}  {e.bpp:6.3f}  "
-                    f"{codec.psnr(px, dec.pixels):7.2f}")
-    page.para("One model, every rate: lambda is chosen at compression time.")
-    page.code(rows, floaty_rows=set(range(1, len(rows))))
+                    f"{codec.psnr(run.px, dec.pixels):7.1f}")
+    page.code(rows, floaty=set(range(1, len(rows))))
 
-    # -- 4 the range coder ---------------------------------------------------------------
-    header, payload = bitstream.parse(enc.data)
-    steps = coding_steps(q.depth, q.index, MAX_DEPTH)
+
+# ---------------------------------------------------------------------------
+# 4 The entropy model and the range coder
+# ---------------------------------------------------------------------------
+def _step4_range_coder(page: _Page, run: _Run) -> None:
+    steps = run.steps
+    _, payload = bitstream.parse(run.enc.data)
     replay = Encoder()
-    trace = [(replay.lower, replay.range, 0)]
+    trace = [(replay.lower, replay.range, 0)]              # state after each step
     for _, _, _, start, mass in steps:
         replay.encode_intervals([start], [mass])
         trace.append((replay.lower, replay.range, replay.num_words_written))
     final_words = replay.words()
-    match = replay.finish() == payload
-    if not match:
+    if replay.finish() != payload:
         raise AssertionError("the replayed coding steps do not give the codec's payload")
     page.add("## 4 The entropy model and the range coder")
     page.add()
@@ -504,63 +575,72 @@ def generate():
         "position in raster order the depth (an adaptive model D[ctx_n, ctx_c] picked by the\n"
         "neighbours' depths and the channel's mean depth so far), the first min(d, 6) bits of\n"
         "the index, MSB first (adaptive binary models B[c, node, vote]), and any further bits\n"
-        "raw (U<r>: r bits, uniform). All models adapt as they code: nothing is sent about them.")
+        "raw (`U<r>`: r bits, uniform). All models adapt as they code: nothing is sent about\n"
+        "them.")
     page.para(
         "`bac_ref/rangecoder.py` (SPEC.md §2) narrows a 64-bit window [lower, lower + range) for\n"
         "each step: scale = range >> 24, lower += scale * start, range = scale * mass. When\n"
-        "range drops below 2^32 the top 32 bits of lower are final: they are written as one word\n"
-        "and the window is shifted left by 32 bits (renormalisation, §2.3). The first steps of\n"
-        "our crop (lower and range after the step; bits = -log2(mass / 2^24)):")
-    rows = ["  #  model       sym      start      mass   bits  lower             range             word",
-            f"  -  (start)                                      {trace[0][0]:016x}  {trace[0][1]:016x}"]
+        "range drops below 2^32 the top 32 bits of lower are final: they are written as one\n"
+        "word and the window is shifted left by 32 bits (renormalisation, §2.3). The first\n"
+        "steps of our crop (lower and range after the step, so the row above holds the state\n"
+        "before it; bits = -log2(mass / 2^24); word: what renormalisation wrote):")
+    rows = ["  #  model       sym      start      mass   bits  lower             range"
+            "             word",
+            f"  -  (start){' ' * 38}{trace[0][0]:016x}  {trace[0][1]:016x}"]
     shown = list(range(min(FIRST_STEPS, len(steps))))
-    first_word = next((i for i in range(len(steps)) if trace[i + 1][2] > 0), None)
-    if first_word is not None and first_word >= len(shown):
-        shown += [None] + [i for i in range(first_word - 1, min(first_word + 2, len(steps)))]
+    first = next((i for i in range(len(steps)) if trace[i + 1][2] > 0), None)
+    if first is not None and first >= len(shown):          # also show the first word written
+        shown += [None] + list(range(first - 1, min(first + 2, len(steps))))
     for i in shown:
         if i is None:
             rows.append("  ...")
             continue
-        ch, label, sym, start, mass = steps[i]
-        low, rng, nw = trace[i + 1]
-        new = final_words[trace[i][2]:nw]
-        words = " ".join(f"{w_:08x}" for w_ in new)
-        rows.append(f"{i + 1:3d}  {label:<11s} {sym:3d}  {start:9d}  {mass:8d}  {_bits(mass):5.2f}"
-                    f"  {low:016x}  {rng:016x}  {words}".rstrip())
+        _, label, sym, start, mass = steps[i]
+        lower, range_, n_words = trace[i + 1]
+        words = " ".join(f"{w:08x}" for w in final_words[trace[i][2]:n_words])
+        rows.append(f"{i + 1:3d}  {label:<11s} {sym:3d}  {start:9d}  {mass:8d}  "
+                    f"{_bits(mass):5.2f}  {lower:016x}  {range_:016x}  {words}".rstrip())
     page.code(rows)
-    n_steps = len(steps)
-    info = sum(_bits(s[4]) for s in steps)
     page.para(
         "Each step multiplies range by about mass / 2^24, so a word comes out once the steps\n"
         "have used up 32 bits of information. (A carry could still add 1 to a word already\n"
         "written, SPEC.md §2.4; the words shown are the final ones.) At the end the coder\n"
         "*seals* the message with one or two words that pin a point inside the last window\n"
-        f"(§2.5). Replaying all {n_steps} steps through a fresh `rangecoder.Encoder` gives the "
-        "payload\n"
-        f"the codec wrote: **{'match' if match else 'MISMATCH'}** ({len(final_words)} words). "
-        "By model:")
-    kinds = {"A": "A      channel activity", "D": "D      depths", "B": "B      index bits 1-6",
-             "U": "U      index bits 7+ (raw)"}
+        f"(§2.5). Replaying all {len(steps)} steps through a fresh `rangecoder.Encoder` gives "
+        "the payload\n"
+        f"the codec wrote: **match** ({len(final_words)} words). By model:")
+    kinds = (("A", "A   channel activity"), ("D", "D   depths"),
+             ("B", "B   index bits 1-6"), ("U", "U   index bits 7+ (raw)"))
     rows = ["model                       steps     bits"]
-    for key, name in kinds.items():
+    for key, name in kinds:
         sel = [s for s in steps if s[1].startswith(key)]
         rows.append(f"{name:<26s} {len(sel):6d} {sum(_bits(s[4]) for s in sel):8.1f}")
-    rows.append(f"{'sum of -log2 p':<26s} {n_steps:6d} {info:8.1f}")
-    rows.append(f"{'payload':<26s} {'':6s} {payload_bits:8d}")
+    rows.append(f"{'sum of -log2 p':<26s} {len(steps):6d} {run.info:8.1f}")
+    rows.append(f"{'payload':<26s} {'':6s} {run.payload_bits:8d}")
     page.code(rows)
+    bound = len(steps) * OVERHEAD_PER_SYMBOL_BITS + 64
+    if not run.payload_bits < run.info + bound:
+        raise AssertionError("the payload exceeds the bound of SPEC.md §2.10")
     page.para(
-        f"The payload exceeds the information content by {payload_bits - info:.1f} bits: "
-        "sealing and rounding to whole\nwords, within the bound of SPEC.md §2.10 "
-        "(< 0.0057 bits per step + 64 bits).")
+        f"The payload exceeds the information content by {run.payload_bits - run.info:.1f} bits "
+        "(sealing, rounding up to\n"
+        "whole words, 24-bit arithmetic); SPEC.md §2.10 bounds the excess by\n"
+        f"{len(steps)} x 0.00565 + 64 = {bound:.1f} bits.")
 
-    # -- 5 the header --------------------------------------------------------------------
-    data = enc.data
+
+# ---------------------------------------------------------------------------
+# 5 The header
+# ---------------------------------------------------------------------------
+def _step5_header(page: _Page, run: _Run) -> None:
+    data = run.enc.data
+    header, payload = bitstream.parse(data)
+    if data[20:28] != np.array([LAM], dtype=">f8").tobytes():
+        raise AssertionError("lambda is not stored as big-endian binary64")
     page.add("## 5 The .bac file: header and payload")
     page.add()
     page.para(
         "`bac_ref/bitstream.py`, SPEC.md §8. A 32-byte header, big-endian, then the payload "
         "words.\nOur file, field by field:")
-    lam_bytes = data[20:28]
     fields = [
         (0, 4, "magic", "0x89 'BAC'"),
         (4, 1, "version", str(header.version)),
@@ -577,22 +657,28 @@ def generate():
     rows = ["offset  bytes                     field          value"]
     for off, size, name, value in fields:
         rows.append(f"{off:6d}  {data[off:off + size].hex(' '):<24s}  {name:<13s}  {value}")
-    words = [data[i:i + 4].hex() for i in range(32, len(data), 4)]
+    words = [data[i:i + 4].hex() for i in range(bitstream.HEADER_SIZE, len(data), 4)]
     rows.append(f"{32:6d}  {' '.join(words[:2]):<24s}  payload        {len(words)} words "
-                f"({len(payload)} bytes): {' '.join(words[:3])} ... {words[-1]}")
+                f"({len(payload)} bytes) ... {words[-1]}")
     page.code(rows)
-    assert lam_bytes == np.array([LAM], dtype=">f8").tobytes()
     page.para(
         "`bitstream.parse` checks every field and the CRC before any decoding. Only N, the grey\n"
-        "flag, H, W and the model id matter to the decoder: lambda only records what the encoder\n"
-        "chose. One bit flipped anywhere and the CRC rejects the file.")
+        "flag, H, W and the model id matter to the decoder: lambda only records what the\n"
+        "encoder chose. One bit flipped anywhere and the CRC rejects the file.")
 
-    # -- 6 decoding ----------------------------------------------------------------------
-    dec = codec.decompress_details(data, model=model)
-    same_sym = np.array_equal(dec.depth, enc.depth) and np.array_equal(dec.index, enc.index)
-    same_z = np.array_equal(dec.zhat.view(np.int64), enc.zhat.view(np.int64))
-    if not (same_sym and same_z):
-        raise AssertionError("decoding did not give back the encoder's symbols and zhat")
+
+# ---------------------------------------------------------------------------
+# 6 Decoding
+# ---------------------------------------------------------------------------
+def _step6_decoding(page: _Page, run: _Run) -> None:
+    hh, ww = CROP[2:]
+    enc, q, steps = run.enc, run.q, run.steps
+    dec = codec.decompress_details(enc.data, model=run.model)
+    if not (np.array_equal(dec.depth, enc.depth) and np.array_equal(dec.index, enc.index)):
+        raise AssertionError("decoding did not give back the encoder's symbols")
+    if not np.array_equal(dec.zhat.view(np.int64), enc.zhat.view(np.int64)):
+        raise AssertionError("the decoder's zhat differs from the encoder's")
+    c, y, x = run.latent
     page.add("## 6 Decoding")
     page.add()
     page.para(
@@ -602,19 +688,18 @@ def generate():
         "point up in the prior's table (zhat = F^-1(xi), SPEC.md §4.2), run the synthesis\n"
         "transform g_s (`bac_ref/g_s.py`, SPEC.md §7) and round to 8-bit pixels (SPEC.md §10).")
     page.code([
-        f"depth and index equal the encoder's       {'yes' if same_sym else 'NO'} "
-        f"({dec.depth.size} latents)",
-        f"zhat bit-identical to the encoder's       {'yes' if same_z else 'NO'} "
-        "(float64, compared bit by bit)",
-        f"latent ({c}, {yy}, {xx}): mu = {_g(mu1, 5)}, zhat = "
-        f"{_g(float(dec.zhat[c, yy, xx]), 5)}",
-        f"PSNR of the {hh} x {ww} crop               {codec.psnr(px, dec.pixels):.2f} dB "
+        f"depth and index equal the encoder's       yes ({dec.depth.size} latents)",
+        "zhat bit-identical to the encoder's       yes (float64, compared bit by bit)",
+        f"latent ({c}, {y}, {x}): mu = {_g(run.mu[c, y, x], 4)}, zhat = "
+        f"{_g(float(dec.zhat[c, y, x]), 5)}",
+        f"PSNR of the {hh} x {ww} crop               {codec.psnr(run.px, dec.pixels):.1f} dB "
         f"at {enc.bpp:.3f} bpp",
-    ], floaty_rows=(2, 3))
+    ], floaty=(2, 3))
     page.para(
         "zhat depends only on integers and the stored table, so every conforming decoder gets\n"
         "the same bits; only g_s (float32) may differ in the last digits between machines.\n"
         "Where the bits went, per channel (ideal bits, sum of -log2 p of its coding steps):")
+    m_ch = q.depth.shape[0]
     per_ch = np.zeros(m_ch)
     n_per = np.zeros(m_ch, dtype=np.int64)
     for s in steps:
@@ -624,28 +709,44 @@ def generate():
     rows = ["channel   bits   steps  mean depth  median sigma"]
     for ch in order[:TOP_CHANNELS]:
         rows.append(f"{ch:7d}  {per_ch[ch]:5.1f}  {n_per[ch]:6d}  "
-                    f"{q.depth[ch].mean():10.2f}  {_g(med_sigma[ch], 3):>12s}")
-    page.code(rows, floaty_rows=set(range(1, len(rows))))
-    act_bits = per_ch[list(inactive)].sum() if len(inactive) else 0.0
-    share = sum(per_ch[ch] for ch in order[:TOP_CHANNELS]) / info if info else 0.0
+                    f"{q.depth[ch].mean():10.2f}  {_g(run.med_sigma[ch], 3):>12s}")
+    page.code(rows, floaty=set(range(1, len(rows))))
+    inactive = run.inactive
+    off_bits = float(per_ch[inactive].sum())
+    n_on = m_ch - len(inactive)
+    on_bits = sum(_bits(s[4]) for s in steps if s[1] == "A" and s[2] == 1)
+    share = sum(per_ch[ch] for ch in order[:TOP_CHANNELS]) / run.info
     page.para(
-        f"The top {TOP_CHANNELS} channels take {100 * share:.0f}% of the bits. The {len(inactive)} "
-        f"inactive channels cost {act_bits:.1f} bits in all\n"
-        f"({act_bits / max(len(inactive), 1):.2f} bits each: the activity model learns that most "
-        "flags are 0); of the\n"
-        f"{len(near)} near-collapsed channels of step 1, "
-        f"{len(set(near.tolist()) & set(inactive.tolist()))} are inactive. The inactive channels:")
+        f"The top {TOP_CHANNELS} channels take {100 * share:.0f}% of the bits. An inactive channel "
+        "costs only its activity\n"
+        f"flag: the {len(inactive)} inactive channels cost {off_bits:.1f} bits in all, "
+        f"{off_bits / max(len(inactive), 1):.2f} bits each (the {n_on} active\n"
+        f"channels' flags cost {on_bits / max(n_on, 1):.2f} bits each: model A adapts to the "
+        "mix of 0s and 1s). The\ninactive channels:")
     page.code(_ids(inactive))
     page.para(
         "That is the whole pipeline. Next: SPEC.md for the exact rules, the module docstrings\n"
         "for the maths, `tests/` for the invariants, and `bac-ref info file.bac --symbols s.npz`\n"
         "to look inside your own files.")
+
+
+# ---------------------------------------------------------------------------
+def generate():
+    """The tour as Markdown, and the set of its line numbers (0-based) that show floats
+    computed by g_a or g_s (platform-dependent in their last digits, SPEC.md §7.3)."""
+    page = _Page()
+    run = _Run()
+    for part in (_intro, _step1_analysis, _step2_one_latent, _step3_whole_crop,
+                 _step4_range_coder, _step5_header, _step6_decoding):
+        part(page, run)
     return page.text(), page.float_lines
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bac_ref.tour", description=__doc__.split("\n")[0])
-    parser.add_argument("--write", metavar="PATH", help="write the Markdown here instead of stdout")
+    parser = argparse.ArgumentParser(prog="python -m bac_ref.tour",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--write", metavar="PATH",
+                        help="write the Markdown to PATH (e.g. docs/tour.md) instead of stdout")
     args = parser.parse_args(argv)
     text, _ = generate()
     if args.write:
