@@ -36,7 +36,6 @@ import io
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -139,39 +138,9 @@ def _check_new(path: str, force: bool) -> None:
 
 
 def atomic_write(path: str, data: bytes, force: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder.
-
-    The file appears complete or not at all.  Without ``force`` an existing
-    file is never replaced (os.link is an atomic no-clobber rename), else
-    FileExistsError.
-    """
-    path = os.fspath(path)
-    if not force and os.path.lexists(path):
-        raise FileExistsError(17, "file exists", path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)             # mkstemp makes 0600
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(17, "file exists", path) from None
-            except OSError:                        # no hard links here: check, then rename
-                if os.path.lexists(path):
-                    raise FileExistsError(17, "file exists", path) from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    """Write ``data`` atomically; FileExistsError for an existing file without ``force``."""
+    from .imageio import atomic_write as write
+    write(path, data, overwrite=force)
 
 
 def _fmt_lam(lam) -> str:

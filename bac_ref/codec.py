@@ -33,6 +33,7 @@ import numpy as np
 
 from . import bitstream, entropy_model, vbq
 from .errors import BitstreamError, ModelFileError
+from .evaluate import psnr  # noqa: F401  (re-exported: codec.psnr is public API)
 from .imageio import ImageData, read_image, to_rgb_float
 
 DEFAULT_MAX_DEPTH = 10
@@ -129,11 +130,6 @@ def to_pixels(x_hat: np.ndarray, grey: bool) -> np.ndarray:
         raise ValueError("the reconstruction holds NaN or infinite values")
     return np.rint(np.clip(x_hat, np.float32(0), np.float32(1)) * np.float32(255)).astype(np.uint8)
 
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images (255^2 / MSE)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
 
 
 # ---------------------------------------------------------------------------

@@ -44,6 +44,7 @@ division; grey is replicated to three channels and alpha is dropped (check
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -718,11 +719,25 @@ def write_png(path_or_file, pixels: np.ndarray, *, overwrite: bool = False) -> N
     if hasattr(path_or_file, "write"):
         path_or_file.write(data)
         return
-    path = os.fspath(path_or_file)
+    try:
+        atomic_write(path_or_file, data, overwrite=overwrite)
+    except FileExistsError:
+        raise FileExistsError(f"{os.fspath(path_or_file)}: file exists "
+                              "(pass overwrite=True to replace it)") from None
+
+
+def atomic_write(path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder.
+
+    The file appears complete or not at all.  Without ``overwrite`` an existing
+    file is never replaced (os.link is an atomic no-clobber rename where hard
+    links exist): FileExistsError.
+    """
+    path = os.fspath(path)
     if not overwrite and os.path.lexists(path):
-        raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)")
+        raise FileExistsError(errno.EEXIST, "file exists", path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".png.tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -737,10 +752,10 @@ def write_png(path_or_file, pixels: np.ndarray, *, overwrite: bool = False) -> N
             try:
                 os.link(tmp, path)                  # atomic no-clobber where links exist
             except FileExistsError:
-                raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)") from None
+                raise FileExistsError(errno.EEXIST, "file exists", path) from None
             except OSError:
                 if os.path.lexists(path):
-                    raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)") from None
+                    raise FileExistsError(errno.EEXIST, "file exists", path) from None
                 os.replace(tmp, path)
     finally:
         if os.path.lexists(tmp):
