@@ -10,7 +10,8 @@ from .errors import BitstreamError, ModelFileError
 __version__ = "0.1.0"
 SPEC_VERSION = "0.1"
 
-__all__ = ["BitstreamError", "ModelFileError", "__version__", "SPEC_VERSION", "load_model"]
+__all__ = ["BitstreamError", "ModelFileError", "__version__", "SPEC_VERSION", "load_model",
+           "compress", "decompress"]
 
 
 def __getattr__(name):
@@ -18,4 +19,7 @@ def __getattr__(name):
     if name == "load_model":
         from .model import load_model
         return load_model
+    if name in ("compress", "decompress"):
+        from . import codec
+        return getattr(codec, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -231,3 +231,14 @@ def test_corrupted_file(crop):
         codec.decompress(data[:-4])
     with pytest.raises(BitstreamError):
         codec.decompress(b"garbage" * 10)
+
+
+def test_top_level_api_round_trip():
+    """bac_ref.compress / bac_ref.decompress (README's Python API) are the codec's."""
+    import bac_ref
+    x = (np.random.default_rng(5).random((20, 30, 3)) * 255).astype(np.uint8)
+    data = bac_ref.compress(x, lam=3.0)
+    assert data[:4] == b"\x89BAC"
+    y = bac_ref.decompress(data)
+    assert y.shape == (20, 30, 3) and y.dtype == np.uint8
+    assert np.array_equal(y, codec.decompress(data))
