@@ -191,6 +191,10 @@ def compress_file(src: str, dst: str, *, rate: dict, model=None, max_depth: int 
             x_hat = m.synthesis(enc.zhat.astype("float32"), size=x.shape[:2])
             value = codec.psnr(codec.to_pixels(x, grey), codec.to_pixels(x_hat, grey))
             line += f" (PSNR {value:.2f} dB)"
+            if "psnr" in rate and value < rate["psnr"]:
+                line += f"; target {rate['psnr']:g} dB not reachable with this model: the best is shown"
+        if "bpp" in rate and abs(enc.bpp - rate["bpp"]) > 0.02 * rate["bpp"]:
+            line += f"; target {rate['bpp']:g} bpp not reachable: this is the closest size"
         atomic_write(dst, enc.data, force)
     return line, warnings
 
