@@ -69,6 +69,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import evaluate
+from .weights import sha256_file
 
 RESULT_VERSION = 1
 CODECS = ("vbq", "jpeg", "webp", "avif", "uniform", "kmeans", "blind", "rounding")
@@ -153,14 +154,6 @@ def _read_json(path: str):
             return json.load(fh)
     except (OSError, ValueError):
         return None
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _finite_or_none(v):
@@ -393,7 +386,7 @@ class _ImageJob:
         ref = to_pixels(x, self.grey)
         self.ref = np.repeat(ref[:, :, None], 3, axis=2) if ref.ndim == 2 else ref   # (H, W, 3)
         self._analysed = None
-        sha = _sha256_file(path)
+        sha = sha256_file(path)
         old = _read_json(self.json_path)
         if not (old and old.get("version") == RESULT_VERSION and old.get("sha256") == sha):
             old = {"results": {}, "provenance": {}}

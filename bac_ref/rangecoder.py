@@ -71,6 +71,7 @@ from __future__ import annotations
 import math
 import operator
 import struct
+from itertools import repeat
 from bisect import bisect_right
 from typing import NamedTuple
 
@@ -610,7 +611,7 @@ class Decoder:
         n = operator.index(n)
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        return self._decode_static(n, *_prepare(cdf))
+        return self._decode_loop(repeat(tuple(_prepare(cdf)), n))
 
     def decode_sequence(self, cdfs) -> list:
         """Decode one symbol per table in ``cdfs`` (mirror of ``encode_sequence``).
@@ -681,38 +682,6 @@ class Decoder:
         out = []
         emit = out.append
         for table, starts, masses, shift, lo, hi in entries:
-            scale = range_ >> 24                      # PRECISION
-            q = diff // scale
-            if q >= total:                            # invalid data (SPEC.md §2.8)
-                _invalid_quantile(self._count + len(out), q)
-            b = q >> shift
-            s = find(table, q, lo[b], hi[b]) - 1      # table[s] <= q < table[s + 1]
-            diff -= scale * starts[s]
-            range_ = scale * masses[s]
-            if range_ < range_min:                    # renormalise: read one word
-                range_ <<= 32                         # WORD_BITS
-                diff = (diff << 32) | (words[pos] if pos < num_words else 0)
-                pos += 1
-            emit(s)
-        self._store(out, diff, range_, pos)
-        return out
-
-    def _decode_static(self, n, table, starts, masses, shift, lo, hi):
-        """``_decode_loop`` specialised to one table for all ``n`` symbols.
-
-        Invariant after each symbol: 0 <= point - lower < range,
-        2^32 <= range < 2^64 (checked at the end of the call).
-        """
-        words = self._words
-        num_words = len(words)
-        pos = self._pos
-        diff = self._diff
-        range_ = self._range
-        total, range_min = TOTAL, RANGE_MIN
-        find = bisect_right
-        out = []
-        emit = out.append
-        for _ in range(n):
             scale = range_ >> 24                      # PRECISION
             q = diff // scale
             if q >= total:                            # invalid data (SPEC.md §2.8)
