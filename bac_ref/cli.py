@@ -7,6 +7,7 @@
     bac-ref demo [--out DIR]                                         kodim23 at three rates
     bac-ref conform ...                                              bac_ref.conformance, if present
     bac-ref bench IMAGES... --out DIR [--limit N] [--codecs ...]     RD benchmark (bac_ref.bench)
+    bac-ref embeddings --out DIR [--model NPZ] [--questions TXT]     word-embedding benchmark
 
 Data flow (SPEC.md §8-§10; the work is done by :mod:`bac_ref.codec`)::
 
@@ -565,6 +566,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "See bac_ref/bench.py.")
     bench.add_arguments(b)
     b.set_defaults(func=bench.cmd_bench)
+
+    # embeddings (issue 8): the paper's second experiment, in bac_ref.embeddings.
+    from . import embeddings
+    e = sub.add_parser("embeddings", help="word-embedding compression benchmark (VBQ vs baselines)",
+                       description="Compress a Bayesian skip-gram embedding matrix with VBQ over a "
+                       "lambda grid, uncertainty-blind VBQ, uniform quantization (range coder, "
+                       "gzip, bzip2, lzma, empirical entropy) and k-means; score each "
+                       "reconstruction on word analogies (top-1, Hits@10, MRR); write JSON, "
+                       "Markdown and a PNG plot into --out DIR. See bac_ref/embeddings.py.")
+    embeddings.add_arguments(e)
+    e.set_defaults(func=embeddings.cmd_embeddings)
     return p
 
 
