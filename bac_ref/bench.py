@@ -9,6 +9,7 @@ coded by every codec at every setting; sizes are real bytes, distortion is
 measured on RGB uint8 pixels (:mod:`bac_ref.evaluate`).  What each codec is::
 
     image --g_a--> (mu, sigma) --+-- vbq      VBQ(lam) + .bac entropy model   -> whole .bac file
+                                 +-- vbq2     the same, second pass (SPEC §5.4) -> whole .bac file
             (one model)          +-- blind    VBQ(lam), sigma := per-channel RMS  \
                                  +-- uniform  n equal bins per channel             | payload from the
                                  +-- kmeans   k 1-D centroids per channel          | same range coder
@@ -16,6 +17,9 @@ measured on RGB uint8 pixels (:mod:`bac_ref.evaluate`).  What each codec is::
                       zhat --g_s--> x_hat --round--> pixels
     image --Pillow--> jpeg / webp / avif (quality q) --> whole file --> Pillow decode --> pixels
 
+* vbq2: the same with the second pass (``--second-pass``, SPEC.md §5.4: the
+  depth cost replaced by the image's own per-channel depth code lengths, as
+  in the authors' code); the flag travels in the header.
 * vbq: :class:`bac_ref.codec._Analysed` (posterior once per image) and
   ``.encode(lam)`` for a lambda grid (default 2^linspace(-3, 9, 13): 0.125 ..
   512, about 2 down to 0.005 bpp with the shipped model); size = the whole .bac
@@ -72,11 +76,11 @@ from . import evaluate
 from .weights import sha256_file
 
 RESULT_VERSION = 1
-CODECS = ("vbq", "jpeg", "webp", "avif", "uniform", "kmeans", "blind", "rounding")
+CODECS = ("vbq", "vbq2", "jpeg", "webp", "avif", "uniform", "kmeans", "blind", "rounding")
 BASELINE_CODECS = ("uniform", "kmeans", "blind", "rounding")
-LATENT_CODECS = ("vbq",) + BASELINE_CODECS
+LATENT_CODECS = ("vbq", "vbq2") + BASELINE_CODECS
 PILLOW_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
-PARAM_NAME = {"vbq": "lam", "blind": "lam", "jpeg": "quality", "webp": "quality",
+PARAM_NAME = {"vbq": "lam", "vbq2": "lam", "blind": "lam", "jpeg": "quality", "webp": "quality",
               "avif": "quality", "uniform": "levels", "kmeans": "k", "rounding": "step"}
 DEFAULT_LAMBDAS = tuple(float(v) for v in 2.0 ** np.linspace(-3, 9, 13))   # 0.125 .. 512
 DEFAULT_QUALITIES = (1, 3, 5, 8, 12, 16, 24, 32, 48, 64, 80, 90, 95)
@@ -115,10 +119,11 @@ class BenchConfig:
     limit: int = 0
 
     def settings(self, codec: str) -> tuple:
-        grid = {"vbq": self.lambdas, "blind": self.lambdas, "jpeg": self.qualities,
+        grid = {"vbq": self.lambdas, "vbq2": self.lambdas, "blind": self.lambdas,
+                "jpeg": self.qualities,
                 "webp": self.qualities, "avif": self.qualities, "uniform": self.levels,
                 "kmeans": self.levels, "rounding": self.steps}[codec]
-        if codec in ("vbq", "blind", "rounding"):
+        if codec in ("vbq", "vbq2", "blind", "rounding"):
             return tuple(float(v) for v in grid)
         return tuple(int(v) for v in grid)
 
@@ -365,7 +370,7 @@ def _provenance(codec, model, fit_id, cfg) -> str:
         lib = {"jpeg": "libjpeg_turbo", "webp": "webp", "avif": "avif"}[codec]
         return f"Pillow {PIL.__version__}, {lib} {features.version(lib) or '?'}"
     text = f"model {model.model_id[:16]}, code {code_fingerprint()}"
-    if codec == "vbq":
+    if codec in ("vbq", "vbq2"):
         return text + f", max_depth {cfg.max_depth}"
     return text + f", fit {fit_id}"
 
@@ -427,8 +432,8 @@ class _ImageJob:
         todo = self.missing(codec)
         for v in todo:
             t0 = time.perf_counter()
-            if codec == "vbq":
-                enc = self.analysed.encode(v)
+            if codec in ("vbq", "vbq2"):
+                enc = self.analysed.encode(v, second_pass=codec == "vbq2")
                 nbytes, rec = len(enc.data), self._synth(enc.zhat)
             elif codec in BASELINE_CODECS:
                 q = self.quantizers[(codec, setting_key(codec, v))]
@@ -574,7 +579,8 @@ def plot(summary, path) -> bool:
     except ImportError:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    styles = {"vbq": ("C3", "o", 2.2), "jpeg": ("C0", "s", 1.4), "webp": ("C2", "^", 1.2),
+    styles = {"vbq": ("C3", "o", 2.2), "vbq2": ("C9", "o", 2.2), "jpeg": ("C0", "s", 1.4),
+              "webp": ("C2", "^", 1.2),
               "avif": ("C4", "v", 1.2), "uniform": ("C5", "<", 1.0), "kmeans": ("C6", ">", 1.0),
               "blind": ("C1", "D", 1.4), "rounding": ("C7", "x", 1.0)}
     xmax = 2.5

@@ -52,18 +52,21 @@ UNIFORM_METHODS = ("uniform + range", "uniform + gzip", "uniform + bzip2", "unif
 # ---------------------------------------------------------------------------
 # The model file
 # ---------------------------------------------------------------------------
-def default_model_path() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.join(here, "pretrained_npz", DEFAULT_MODEL)
-
-
 def load_embeddings(path: str | None = None):
-    """(words tuple, mu (V, D) float32, sigma (V, D) float32, meta dict) from an embedding .npz."""
-    path = path or default_model_path()
+    """(words tuple, mu (V, D) float32, sigma (V, D) float32, meta dict) from an embedding .npz.
+
+    ``path`` is a file or a bare name searched like the image model
+    (:func:`bac_ref.model.resolve_model_path`); None means the shipped
+    ``skipgram-d100.npz``.  The file's sha256 is checked against its folder's manifest.
+    """
+    from .model import _check_manifest, resolve_model_path
+    from .weights import sha256_file
+    path = resolve_model_path(DEFAULT_MODEL if path is None else path)
     try:
+        _check_manifest(path, os.path.getsize(path), sha256_file(path))
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise ModelFileError(f"cannot read embeddings {path}: {exc}") from None
     missing = {"words", "mu", "sigma"} - set(arrays)
     if missing:

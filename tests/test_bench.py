@@ -182,3 +182,15 @@ def test_evaluate_and_bench_import_without_pillow_or_matplotlib():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_vbq2_is_the_second_pass_file(crop, tmp_path):
+    path, pixels = crop
+    cfg = bench.BenchConfig(codecs=("vbq2", "jpeg"), lambdas=LAMS, qualities=QUALS, plot=False)
+    bench.run([path], tmp_path / "out", cfg, quiet=True)
+    rec = json.loads((tmp_path / "out" / "images" / "crop.json").read_text())
+    for lam in LAMS:
+        e = rec["results"]["vbq2"][bench.setting_key("vbq2", lam)]
+        data = codec.compress(pixels, lam, second_pass=True)
+        assert e["bytes"] == len(data) and data != codec.compress(pixels, lam)
+        assert e["psnr"] == pytest.approx(codec.psnr(pixels, codec.decompress(data)), abs=1e-12)
