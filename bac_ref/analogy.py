@@ -7,7 +7,9 @@ that maximises, over the whole vocabulary except a, b and c,
 
 with e_w = v_w / ||v_w|| the unit vectors (an all-zero vector, which VBQ
 produces for words it gives no bits, stays zero: every cosine with it is 0).
-The rank of d is 1 + #{x not in {a, b, c} : score(x) > score(d)}, and
+The rank of d is 1 + #{x not in {a, b, c, d} : score(x) >= score(d)}: ties
+count against the answer, so a degenerate reconstruction (all-zero rows, or
+many identical rows, as coarse quantizers produce) cannot score by tying; and
 
     top-1 = mean[rank = 1],  Hits@10 = mean[rank <= 10],  MRR = mean[1 / rank]
 
@@ -84,9 +86,9 @@ def ranks(vectors, ids, block: int = 512) -> np.ndarray:
         scores = target @ e.T                                        # (block, V)
         rows = np.arange(q.shape[0])
         answer = scores[rows, q[:, 3]].copy()
-        for col in range(3):
+        for col in range(4):
             scores[rows, q[:, col]] = -np.inf
-        out[s:s + block] = 1 + np.count_nonzero(scores > answer[:, None], axis=1)
+        out[s:s + block] = 1 + np.count_nonzero(scores >= answer[:, None], axis=1)
     return out
 
 

@@ -61,8 +61,8 @@ def _brute_rank(v, q):
     e[np.linalg.norm(v, axis=1) == 0] = 0
     a, b, c, d = q
     score = e @ (e[b] - e[a] + e[c])
-    others = [x for x in range(len(v)) if x not in (a, b, c)]
-    return 1 + sum(score[x] > score[d] for x in others)
+    others = [x for x in range(len(v)) if x not in (a, b, c, d)]
+    return 1 + sum(score[x] >= score[d] for x in others)
 
 
 def test_ranks_match_brute_force():
@@ -73,6 +73,13 @@ def test_ranks_match_brute_force():
     got = analogy.ranks(v, qs, block=7)
     want = [_brute_rank(v.astype(np.float64), q) for q in qs]
     assert np.array_equal(got, want)
+
+
+def test_ties_count_against_the_answer():
+    # all-zero or identical rows tie everywhere: the answer must rank last, not first
+    qs = np.array([[0, 1, 2, 3]])
+    for v in (np.zeros((50, 4), np.float32), np.ones((50, 4), np.float32)):
+        assert analogy.ranks(v, qs).tolist() == [47]
 
 
 def test_perfect_analogies_score_one(tmp_path):
