@@ -289,7 +289,7 @@ def plot(result: dict, path: str) -> bool:
     ax.set_ylabel("Hits@10 (3CosAdd)")
     ax.set_title("Bayesian skip-gram embeddings: one model, every rate")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
