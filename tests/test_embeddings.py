@@ -293,3 +293,13 @@ def json_manifest_lists(folder, name) -> bool:
     import json
     with open(folder / "MANIFEST.json") as f:
         return name in json.dumps(json.load(f))
+
+
+def test_cli_embeddings_reports_missing_inputs(tmp_path, capsys):
+    from bac_ref import cli
+    assert cli.main(["embeddings", "--out", str(tmp_path), "--questions", str(tmp_path / "none.txt")]) == 2
+    assert "not found" in capsys.readouterr().err
+    q = tmp_path / "q.txt"
+    q.write_text(": s\na b c d\n")
+    assert cli.main(["embeddings", "--out", str(tmp_path), "--questions", str(q),
+                     "--model", str(tmp_path / "missing.npz")]) == 2
