@@ -136,7 +136,7 @@ def parse_header(data: bytes) -> tuple[EmbeddingHeader, bytes]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("expected bytes")
     data = bytes(data)
-    if not data.startswith(MAGIC[: min(len(data), 4)]) or len(data) == 0:
+    if not data or data[:4] != MAGIC[: len(data)]:
         raise BitstreamError("not a .bacw file (bad magic)")
     if len(data) < HEADER_SIZE:
         raise BitstreamError(f"truncated header: {len(data)} of {HEADER_SIZE} bytes")

@@ -135,15 +135,13 @@ def main(argv=None) -> int:
     model = BayesianSkipGram(len(vocab), args.dim, args.seed)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
 
-    # one pass to fix P (the number of pairs per epoch) and the schedule length
-    pairs_per_epoch = []
+    # P (pairs per epoch) is counted afresh each epoch; the lr schedule's length comes from epoch 1
     history = []
     step, total_steps = 0, None
     for epoch in range(args.epochs):
         kept_ids, kept_docs = corpus.subsample(ids, doc_of, vocab.counts, args.subsample, rng)
         centre, context = corpus.skipgram_pairs(kept_ids, kept_docs, args.window, rng)
         n_pairs = centre.size
-        pairs_per_epoch.append(int(n_pairs))
         batches = math.ceil(n_pairs / args.batch)
         if total_steps is None:
             total_steps = batches * args.epochs
