@@ -36,8 +36,13 @@ class Questions:
     total: int              # questions in the file, covered or not
 
 
-def load_questions(path: str, vocab) -> Questions:
-    """Read questions-words.txt; keep the questions whose four words ``vocab.id`` knows."""
+def load_questions(path: str, words) -> Questions:
+    """Read questions-words.txt; keep the questions whose four words are all in ``words``.
+
+    ``words`` is the vocabulary in id order (word id i is ``words[i]``); questions are
+    matched case-insensitively, as the corpus tokenizer lower-cases.
+    """
+    index = {w: i for i, w in enumerate(words)}
     ids, section, sections, total = [], [], [], 0
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -50,7 +55,7 @@ def load_questions(path: str, vocab) -> Questions:
             if len(parts) != 4:
                 raise ValueError(f"{path}: a question needs 4 words, got {line.strip()!r}")
             total += 1
-            q = [vocab.id(w) for w in parts]
+            q = [index.get(w.lower(), -1) for w in parts]
             if min(q) >= 0:
                 ids.append(q)
                 section.append(max(len(sections) - 1, 0))

@@ -34,6 +34,7 @@ Running (exit status 0 only when every case passes)::
     python -m bac_ref.conformance --encoder 'myenc {in} {out}'             # another encoder
     BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate data/vectors
     python -m bac_ref.conformance --fuzz 10000                             # hostile input
+    python -m bac_ref.conformance --bacw [--decoder/--encoder CMD]         # .bacw (SPEC §13)
 
 ``{in}``/``{out}``: a decoder gets the .bac path and writes an .npz with
 ``depth``, ``index``, ``zhat`` (float64) and optionally ``image`` (uint8,
@@ -41,7 +42,7 @@ Running (exit status 0 only when every case passes)::
 encoder gets an array case's input.npz and writes the .bac.  Commands are
 split with :func:`shlex.split` (no shell) and run with a timeout per case.
 
-The conformance code is split into four modules:
+The conformance code is split into five modules:
 
 * :mod:`bac_ref.conformance` (this one): the runner, :func:`check`, which
   checks bac_ref itself or a ``--decoder``/``--encoder`` command against the
@@ -52,6 +53,8 @@ The conformance code is split into four modules:
   coder cases).
 * :mod:`bac_ref.conformance_generate`: :func:`generate`, which writes the
   vectors (only with ``BAC_REF_REGENERATE_VECTORS=1``).
+* :mod:`bac_ref.conformance_bacw`: the golden vectors of the .bacw container
+  (SPEC.md §13), their generator and their runner (``--bacw``).
 * :mod:`bac_ref.spec_entropy_model`: :func:`walk_symbols` / :func:`coding_steps`
   re-derive, from the text of SPEC.md §9 alone, every coding step (the 24-bit
   table and the symbol) of a payload: the tests use them to decode every vector
@@ -81,7 +84,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bitstream, codec, entropy_model, priors
+from . import bitstream, codec, conformance_bacw, entropy_model, priors
 from .conformance_cases import (
     DEFAULT_VECTORS, FORMAT, PIXEL_TOLERANCE, REGENERATE_CMD, REGENERATE_ENV, TOLERANCE,
     _header_dict, _sha256, case_prior, decode_coder_case, encode_arrays, encode_coder_case,
@@ -685,6 +688,9 @@ def main(argv=None, prog=None) -> int:
                    help="decoder command with {in} (.bac) and {out} (.npz)")
     p.add_argument("--encoder", metavar="CMD",
                    help="encoder command with {in} (input .npz) and {out} (.bac)")
+    p.add_argument("--bacw", metavar="DIR", nargs="?", const=str(conformance_bacw.DEFAULT_FOLDER),
+                   help="check the .bacw golden vectors (SPEC.md §13) instead of the .bac ones "
+                   "(default folder: %(const)s); --decoder/--encoder apply to them")
     p.add_argument("--case", action="append", metavar="ID", help="only this case (repeatable)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per command")
     p.add_argument("--model", help="model file (default: the default model)")
@@ -722,6 +728,10 @@ def main(argv=None, prog=None) -> int:
             if not args.quiet or not line.startswith(("PASS", "SKIP")):
                 print(line, flush=True)
 
+        if args.bacw:
+            res = conformance_bacw.check(args.bacw, decoder=args.decoder, encoder=args.encoder,
+                                         timeout=args.timeout, report=report)
+            return 0 if res["failed"] == 0 and res["passed"] > 0 else 1
         res = check(args.vectors, decoder=args.decoder, encoder=args.encoder,
                     cases=set(args.case) if args.case else None, timeout=args.timeout,
                     model=args.model, report=report)

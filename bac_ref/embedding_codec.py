@@ -69,9 +69,15 @@ class EmbeddingHeader:
 
 
 def rms_scale(mu) -> float:
-    """sqrt(mean(mu^2)) in float64: the prior scale the paper uses for word embeddings."""
+    """sqrt(mean(mu^2)): the prior scale the paper uses for word embeddings (SPEC.md §13).
+
+    Exactly specified, so that every encoder writes the same bytes: each square
+    mu^2 rounded to binary64, their sum correctly rounded (``math.fsum``: no
+    dependence on summation order, unlike ``np.mean``), then the division by
+    V * D and the square root, each rounded as IEEE-754 does.
+    """
     mu = np.asarray(mu, dtype=np.float64)
-    s = float(np.sqrt(np.mean(mu * mu)))
+    s = math.sqrt(math.fsum((mu * mu).ravel().tolist()) / mu.size) if mu.size else 0.0
     if not (math.isfinite(s) and s > 0):
         raise ValueError("mu must be finite and not all zero")
     return s

@@ -81,14 +81,6 @@ def load_embeddings(path: str | None = None):
     return tuple(str(w) for w in words), mu, sigma, meta
 
 
-class _Vocab:
-    def __init__(self, words):
-        self._index = {w: i for i, w in enumerate(words)}
-
-    def id(self, word: str) -> int:
-        return self._index.get(word.lower(), -1)
-
-
 # ---------------------------------------------------------------------------
 # Sizes of the baselines
 # ---------------------------------------------------------------------------
@@ -311,7 +303,7 @@ def cmd_embeddings(args) -> int:
         print(f"bac-ref embeddings: questions file {args.questions} not found", file=sys.stderr)
         return 2
     words, mu, sigma, meta = load_embeddings(args.model)
-    questions = analogy.load_questions(args.questions, _Vocab(words))
+    questions = analogy.load_questions(args.questions, words)
     _log(f"{len(words)} words x {mu.shape[1]} dims; {questions.ids.shape[0]} of "
          f"{questions.total} questions covered")
     lambdas = args.lambdas or DEFAULT_LAMBDAS

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     del docs
     print(f"{ids.size} tokens, vocabulary {len(vocab)} (min count {args.min_count}) "
           f"[{time.time() - t0:.1f} s]", file=sys.stderr, flush=True)
-    questions = analogy.load_questions(args.questions, vocab) if args.questions else None
+    questions = analogy.load_questions(args.questions, vocab.words) if args.questions else None
     if questions is not None:
         print(f"{questions.ids.shape[0]} of {questions.total} analogy questions covered",
               file=sys.stderr, flush=True)

@@ -1,98 +1,121 @@
-"""Golden .bacw vectors (SPEC.md §13): pinned bytes and decoded matrices.
+"""Golden .bacw vectors (SPEC.md §13): pinned bytes, decoded matrices, refused files.
 
-data/golden/bacw/<case>/ holds mu.npy and sigma.npy (float64 inputs), expected.bacw (the
-encoder's exact bytes) and zhat.npy (the decoder's exact output); index.json lists each case's
-lambda, max_depth, scale and the sha256 of every file.  The encoder is exact too (SPEC §5 uses
-integer search and basic float operations only), so both directions are checked byte for byte.
+The cases live in data/golden/bacw (see :mod:`bac_ref.conformance_bacw`): five valid cases,
+whose encoder bytes and decoded zhat bits are both pinned (the encoder is exact too: SPEC §5
+uses integer search and basic float operations only, §13 fixes the default scale's rounding),
+and reject cases that every decoder must refuse.
 
 Regenerate (only after a deliberate format change, with a SPEC_VERSION bump):
     BAC_REF_REGENERATE_VECTORS=1 python -m pytest tests/test_bacw_golden.py
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
+import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
-from bac_ref import embedding_codec
+from bac_ref import conformance, conformance_bacw, embedding_codec
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOLDER = os.path.join(REPO, "data", "golden", "bacw")
+FOLDER = conformance_bacw.DEFAULT_FOLDER
 REGENERATE = os.environ.get("BAC_REF_REGENERATE_VECTORS") == "1"
 
-
-def _cases():
-    rng = np.random.default_rng(20261125)
-    out = {}
-    out["tiny-lambda0"] = (rng.standard_normal((3, 2)), np.full((3, 2), 0.1), 0.0, 4, None)
-    out["random-40x5"] = (rng.standard_normal((40, 5)) * 0.4,
-                          np.exp(rng.uniform(-4, 0, (40, 5))), 0.01, 10, None)
-    out["all-inactive"] = (rng.standard_normal((64, 3)), np.full((64, 3), 1e6), 1.0, 10, None)
-    mu = rng.standard_normal((30, 4)) * 3
-    mu[0, 0], mu[1, 1], mu[2, 2] = 1e300, -1e300, 0.0
-    out["extremes-depth16"] = (mu, np.exp(rng.uniform(-12, 1, (30, 4))), 1e-4, 16, 2.0)
-    rank = np.arange(1, 201)[:, None]
-    sigma = np.minimum(0.01 * np.sqrt(rank) * np.exp(0.3 * rng.standard_normal((200, 8))), 1.0)
-    out["frequency-sorted-200x8"] = (rng.standard_normal((200, 8)) * 0.3, sigma, 0.1, 10, 0.25)
-    return out
-
-
-def _sha(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def _generate():
-    index = {"spec_section": "13", "cases": {}}
-    for name, (mu, sigma, lam, depth, scale) in _cases().items():
-        folder = os.path.join(FOLDER, name)
-        os.makedirs(folder, exist_ok=True)
-        data, zhat = embedding_codec.compress_embeddings(mu, sigma, lam, scale=scale, max_depth=depth,
-                                                         return_zhat=True)
-        np.save(os.path.join(folder, "mu.npy"), mu)
-        np.save(os.path.join(folder, "sigma.npy"), sigma)
-        np.save(os.path.join(folder, "zhat.npy"), zhat)
-        with open(os.path.join(folder, "expected.bacw"), "wb") as f:
-            f.write(data)
-        index["cases"][name] = {
-            "lambda": lam, "max_depth": depth, "scale": scale,
-            "sha256": {f: _sha(os.path.join(folder, f))
-                       for f in ("mu.npy", "sigma.npy", "zhat.npy", "expected.bacw")}}
-    with open(os.path.join(FOLDER, "index.json"), "w") as f:
-        json.dump(index, f, indent=1, sort_keys=True)
-
-
 if REGENERATE:
-    _generate()
+    conformance_bacw.generate(FOLDER)
 
 
 def _index():
-    with open(os.path.join(FOLDER, "index.json")) as f:
-        return json.load(f)
-
-
-CASES = sorted(_index()["cases"]) if os.path.exists(os.path.join(FOLDER, "index.json")) else []
+    return json.loads((FOLDER / "index.json").read_text())
 
 
 def test_every_case_is_present():
-    assert CASES == sorted(_cases()), "data/golden/bacw does not match the case list"
+    random_bytes = b"\x89BAW" + bytes(32)      # the reject list's names do not depend on the bytes
+    want = sorted(list(conformance_bacw.valid_cases())
+                  + list(conformance_bacw.reject_cases(random_bytes)))
+    assert sorted(_index()["cases"]) == want, "data/golden/bacw does not match the case list"
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_golden_case(name):
-    case = _index()["cases"][name]
-    folder = os.path.join(FOLDER, name)
-    for f, digest in case["sha256"].items():
-        assert _sha(os.path.join(folder, f)) == digest, f"{name}/{f} changed on disk"
-    mu, sigma = np.load(os.path.join(folder, "mu.npy")), np.load(os.path.join(folder, "sigma.npy"))
-    with open(os.path.join(folder, "expected.bacw"), "rb") as f:
-        expected = f.read()
-    want_zhat = np.load(os.path.join(folder, "zhat.npy"))
-    got = embedding_codec.compress_embeddings(mu, sigma, case["lambda"], scale=case["scale"],
-                                              max_depth=case["max_depth"])
-    assert got == expected, "encoder bytes differ from the pinned file"
-    zhat = embedding_codec.decompress_embeddings(expected)
-    assert zhat.dtype == np.float64 and np.array_equal(zhat.view(np.int64), want_zhat.view(np.int64))
+def test_runner_passes_on_bac_ref_itself():
+    lines = []
+    res = conformance_bacw.check(FOLDER, report=lines.append)
+    assert res["failed"] == 0 and res["passed"] == len(_index()["cases"]), lines
+
+
+def test_every_reject_case_is_refused_for_its_own_reason():
+    # each file must fail in parse_header, not by accident somewhere later
+    for name, entry in _index()["cases"].items():
+        if entry["kind"] == "reject":
+            with pytest.raises(embedding_codec.BitstreamError):
+                embedding_codec.parse_header((FOLDER / name / "file.bacw").read_bytes())
+
+
+def test_runner_catches_a_wrong_decoder_and_encoder(tmp_path, monkeypatch):
+    # an external "decoder" that adds one ulp to zhat, an "encoder" that flips one bit:
+    # both must FAIL; a correct decoder command must PASS and refuse every reject case
+    script = tmp_path / "tool.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        "from bac_ref import embedding_codec as e\n"
+        "mode, inp, out = sys.argv[1:]\n"
+        "if mode in ('dec', 'baddec'):\n"
+        "    try:\n"
+        "        z = e.decompress_embeddings(open(inp, 'rb').read())\n"
+        "    except e.BitstreamError:\n"
+        "        sys.exit(1)\n"
+        "    np.savez(out, zhat=np.nextafter(z, np.inf) if mode == 'baddec' else z)\n"
+        "else:\n"
+        "    a = np.load(inp)\n"
+        "    s = None if np.isnan(a['scale']) else float(a['scale'])\n"
+        "    b = bytearray(e.compress_embeddings(a['mu'], a['sigma'], float(a['lam']), scale=s,\n"
+        "                                        max_depth=int(a['max_depth'])))\n"
+        "    if mode == 'badenc':\n"
+        "        b[-1] ^= 1\n"
+        "    open(out, 'wb').write(bytes(b))\n")
+    monkeypatch.setenv("PYTHONPATH", str(FOLDER.parents[2]))    # the tool imports bac_ref
+    cmd = f"{sys.executable} {script} {{mode}} {{in}} {{out}}"
+    quiet = [].append
+    good = conformance_bacw.check(FOLDER, decoder=cmd.format(mode="dec", **_keep()), report=quiet)
+    assert good["failed"] == 0 and good["passed"] == len(_index()["cases"])
+    bad = conformance_bacw.check(FOLDER, decoder=cmd.format(mode="baddec", **_keep()), report=quiet)
+    assert bad["failed"] == sum(e["kind"] == "valid" for e in _index()["cases"].values())
+    enc = conformance_bacw.check(FOLDER, encoder=cmd.format(mode="enc", **_keep()), report=quiet)
+    assert enc["failed"] == 0 and enc["skipped"] > 0
+    badenc = conformance_bacw.check(FOLDER, encoder=cmd.format(mode="badenc", **_keep()), report=quiet)
+    assert badenc["failed"] == enc["passed"]
+
+
+def _keep():
+    return {"in": "{in}", "out": "{out}"}
+
+
+def test_conform_command_line_runs_the_bacw_cases(capsys):
+    assert conformance.main(["--bacw", str(FOLDER), "-q"]) == 0
+    assert "0 failed" in capsys.readouterr().out
+
+
+def _exact_rms(mu) -> float:
+    # the §13 rule from exact rationals: squares rounded to binary64, their exact sum rounded
+    # once, then an IEEE division and square root
+    total = float(sum((Fraction(float(x) * float(x)) for x in mu.ravel()), Fraction(0)))
+    return math.sqrt(total / mu.size)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 12), st.integers(1, 6)),
+              elements=st.floats(-1e150, 1e150, allow_nan=False)))
+def test_default_scale_is_exactly_rounded_and_order_free(mu):
+    want = _exact_rms(mu)
+    if want == 0:                                     # all zero, or every square underflows
+        with pytest.raises(ValueError):
+            embedding_codec.rms_scale(mu)
+        return
+    s = embedding_codec.rms_scale(mu)
+    assert s == want
+    assert s == embedding_codec.rms_scale(mu[::-1, ::-1].T)      # any order, same bits

@@ -325,7 +325,7 @@ def test_model_change_says_regenerate(tmp_path):
     (root / "index.json").write_text(json.dumps(index))
     res, lines = _run(vectors=root)
     current = codec.get_model().model_id[:16]
-    assert lines[0].startswith(f"ERROR: vectors were made with model 0123456789abcdef")
+    assert lines[0].startswith("ERROR: vectors were made with model 0123456789abcdef")
     assert f"the current model is {current}" in lines[0] and "regenerate" in lines[0]
     assert res["failed"] == 1 and res["passed"] == 1          # coder cases need no model
     assert "FAIL image_1x1_rgb: made with model" in "\n".join(lines)

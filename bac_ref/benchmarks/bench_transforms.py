@@ -90,7 +90,7 @@ def main(argv=None):
     print(f"NumPy peak memory: tracemalloc {peak / 2**20:.1f} MiB; max RSS {rss_after:.0f} MiB "
           f"(was {rss_before:.0f} MiB after loading and one warm-up pass)")
 
-    torch_pass = None
+    torch_pass = None                         # stays None without PyTorch
     if not args.no_torch:
         try:
             import torch
