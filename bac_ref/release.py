@@ -56,7 +56,13 @@ def main(argv=None):
     p.add_argument("--method", default="kde", choices=["kde", "balle2018"])
     p.add_argument("--kodak", default=os.path.join("..", "shared", "data", "kodak"),
                    help="for the model card's Kodak figure only (never used for fitting)")
+    p.add_argument("--notes", metavar="FILE",
+                   help="Markdown for the model card, after the summary (e.g. the schedule used)")
     args = p.parse_args(argv)
+    notes = ""
+    if args.notes:
+        with open(args.notes, encoding="utf-8") as fh:        # read first: fail before the work
+            notes = fh.read()
 
     t0 = time.time()
     model = load_model(args.weights)
@@ -74,13 +80,15 @@ def main(argv=None):
     os.chmod(args.out, 0o644)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB, sha256 {digest[:16]}...) "
           f"in {time.time() - t0:.0f} s")
-    card = write_card(args.out, meta, args.kodak)
+    card = write_card(args.out, meta, args.kodak, notes)
     print(f"wrote {card}")
     return 0
 
 
-def write_card(npz_path: str, meta: dict, kodak_dir: str) -> str:
-    """pretrained_npz/README.md: data, steps, training curve, Kodak figure, file size."""
+def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> str:
+    """pretrained_npz/README.md: data, steps, training curve, Kodak figures, file size.
+
+    ``notes``: Markdown inserted after the summary (e.g. the learning-rate schedule)."""
     from .benchmarks.eval_model import kodak_mean_reconstruction
     model = load_model(npz_path)
     kodak = kodak_mean_reconstruction(model, kodak_dir) if os.path.isdir(kodak_dir) else None
@@ -105,9 +113,14 @@ def write_card(npz_path: str, meta: dict, kodak_dir: str) -> str:
         f"* Final training loss (EMA, nats per pixel): {meta.get('final_loss'):.4f}.",
         f"* File: {os.path.getsize(npz_path) / 1e6:.1f} MB, sha256 `{model.model_id}`.",
     ]
-    if kodak:
-        lines.append(f"* **Kodak (24 images), unquantized mean reconstruction g_s(mu): "
-                     f"{kodak[0]:.2f} dB PSNR**; KL(q || N(0, I)) {kodak[1]:.3f} bits/pixel.")
+    if kodak and kodak["n"]:
+        lines.append(f"* **Kodak ({kodak['n']} images), unquantized mean reconstruction g_s(mu): "
+                     f"{kodak['psnr']:.2f} dB PSNR**; KL(q || N(0, I)) {kodak['kl_bpp']:.3f} "
+                     f"bits/pixel; reconstruction from one posterior sample "
+                     f"{kodak['sample_psnr']:.2f} dB (the model's own rate-distortion point: "
+                     f"`python -m bac_ref.benchmarks.eval_model`).")
+    if notes:
+        lines += ["", notes.strip()]
     lines += ["", "## Training curve (validation centre crops, never Kodak)", "",
               "| step | mean-reconstruction PSNR (dB) | KL (bits/pixel) | train loss/px |",
               "|---:|---:|---:|---:|"]

@@ -1,0 +1,48 @@
+"""The model-card writer and the model's own Kodak figures (bac_ref.release, eval_model).
+
+Run on a tiny random model and two small synthetic "kodim" images: the real Kodak set is
+never needed (nor used) here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bac_ref import release
+from bac_ref.benchmarks import eval_model
+from bac_ref.conformance import tiny_model_bytes
+from bac_ref.imageio import write_png
+from bac_ref.model import load_model
+
+
+def _setup(tmp_path):
+    path = tmp_path / "tiny.npz"
+    path.write_bytes(tiny_model_bytes())
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    rng = np.random.default_rng(1)
+    for i in (1, 2):
+        write_png(str(kodak / f"kodim0{i}.png"), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    return str(path), str(kodak)
+
+
+def test_model_figures_are_means_over_the_images(tmp_path):
+    path, kodak = _setup(tmp_path)
+    r = eval_model.kodak_mean_reconstruction(load_model(path), kodak, seed=3)
+    assert r["n"] == 2 and all(np.isfinite(r[k]) for k in ("psnr", "kl_bpp", "sample_psnr"))
+    assert r["kl_bpp"] >= 0
+    assert r == eval_model.kodak_mean_reconstruction(load_model(path), kodak, seed=3)  # seeded
+    assert eval_model.kodak_mean_reconstruction(load_model(path), str(tmp_path / "none"))["n"] == 0
+
+
+def test_card_has_the_figures_and_the_notes(tmp_path):
+    path, kodak = _setup(tmp_path)
+    meta = {"architecture": "bmshj2017-gaussian-vae", "N": 4, "M": 2, "steps": 7, "final_loss": 1.5,
+            "prior": {"method": "kde", "images": ["a.png"], "samples_per_channel": 10},
+            "history": [{"step": 7, "val_psnr_mean_recon": 20.0, "val_kl_bpp": 0.5,
+                         "train_loss_per_px": 1.5}]}
+    card = release.write_card(path, meta, kodak, notes="Schedule: **constant** 1e-4.\n")
+    text = open(card).read()
+    r = eval_model.kodak_mean_reconstruction(load_model(path), kodak)
+    assert f"{r['psnr']:.2f} dB PSNR" in text and f"{r['sample_psnr']:.2f} dB" in text
+    assert "Schedule: **constant** 1e-4." in text and "| 7 | 20.00 | 0.500 | 1.500 |" in text
+    assert "**7 steps**" in text
