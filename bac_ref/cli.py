@@ -160,7 +160,7 @@ def _rate_kwargs(args) -> dict:
 
 
 def compress_file(src: str, dst: str, *, rate: dict, model=None, max_depth: int = 10,
-                  second_pass: bool = False, force: bool = False, quiet: bool = False,
+                  second_pass: bool = True, force: bool = False, quiet: bool = False,
                   report_psnr: bool = True, show_progress: bool = True):
     """Compress one image file to ``dst``; returns (summary line, warnings).
 
@@ -519,8 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 1)")
     c.add_argument("--max-depth", type=int, default=10, metavar="N",
                    help="VBQ grid depth 1..16 (default 10)")
-    c.add_argument("--second-pass", action="store_true",
-                   help="requantize with per-channel depth code lengths (SPEC.md §5.4)")
+    c.add_argument("--second-pass", action=argparse.BooleanOptionalAction, default=True,
+                   help="requantize with per-channel depth code lengths, the paper's second "
+                        "pass (SPEC.md §5.4; default: on; --no-second-pass for the first pass "
+                        "only)")
     c.add_argument("--no-psnr", dest="report_psnr", action="store_false",
                    help="do not report the PSNR (it costs one synthesis g_s: ~0.45 s for "
                         "768x512, about a third of the compression time)")

@@ -59,7 +59,7 @@ from .priors import MAX_DEPTH, QuantilePrior, grid_floor_rows, ppf_level, standa
 
 __all__ = [
     "MAX_DEPTH", "Quantized", "quantize", "quantize_exhaustive", "dequantize",
-    "grid_j", "grid_depth_index", "depth_code_lengths",
+    "grid_j", "grid_depth_index", "depth_code_lengths", "log2_fixed",
 ]
 
 _CHUNK = 1 << 12                 # latents per block: (N+1, 4096) arrays stay in cache
@@ -368,23 +368,58 @@ def dequantize(depth, index, prior: QuantilePrior | None = None, axis: int = 0) 
     return prior.ppf_grid(d, k, ch)
 
 
-def depth_code_lengths(depth, max_depth: int, num_channels: int = 1, axis: int = 0,
-                       smoothing: float = 1.0) -> np.ndarray:
-    """Second-pass code lengths (SPEC.md §5.4), as the authors' code builds them.
+LOG2_FRAC_BITS = 32        # fractional bits of log2_fixed (SPEC.md §5.4)
 
-    L[c, d] = d - log2((count_c(d) + smoothing) / (total_c + smoothing * (N + 1)))
-    where count_c(d) counts latents of channel c (along ``axis``; all latents when
-    num_channels == 1) quantized to depth d in a first pass.  Returns (C, N + 1) float64.
+
+def log2_fixed(x: int) -> int:
+    """log2(x) * 2^32 for an integer x >= 1, by the exact integer algorithm of SPEC.md §5.4.
+
+    e = bit length of x - 1 (the integer part); m = the top 32 bits of x, a fixed-point
+    mantissa in [2^31, 2^32) for x / 2^e in [1, 2); then 32 times: m = (m * m) >> 31, and when
+    m >= 2^32 the next fraction bit is 1 and m >>= 1.  (Each squaring doubles log2 of the
+    mantissa; truncation makes the last few bits approximate, but every implementation
+    gets the same integer: products fit in 64 bits.)  Result: (e << 32) | fraction bits.
+    """
+    x = int(x)
+    if x < 1:
+        raise ValueError("log2_fixed needs an integer >= 1")
+    e = x.bit_length() - 1
+    m = (x << (31 - e)) if e <= 31 else (x >> (e - 31))
+    frac = 0
+    for i in range(LOG2_FRAC_BITS):
+        m = (m * m) >> 31
+        if m >= 1 << 32:
+            m >>= 1
+            frac |= 1 << (LOG2_FRAC_BITS - 1 - i)
+    return (e << LOG2_FRAC_BITS) | frac
+
+
+def depth_code_lengths(depth, max_depth: int, num_channels: int = 1, axis: int = 0) -> np.ndarray:
+    """Second-pass code lengths (SPEC.md §5.4), as the authors' code builds them, made exact.
+
+    L[c, d] = d - log2((n_c(d) + 1) / (n_c + N + 1)), n_c(d) the number of latents of channel
+    c (along ``axis``; all latents when num_channels == 1) at depth d in a first pass, n_c
+    their total (add-one smoothing).  The logarithm is :func:`log2_fixed` of the two integers,
+    so the table is the same binary64 numbers on every platform (a library log2 may differ
+    in the last bit, and the encoder's bytes with it):
+
+        L[c, d] = (d * 2^32 + log2_fixed(n_c + N + 1) - log2_fixed(n_c(d) + 1)) * 2^-32
+
+    (an integer below 2^53, converted exactly, times a power of two).  Returns (C, N + 1)
+    float64.
     """
     n = _check_max_depth(max_depth)
     d = np.asarray(depth)
     if not np.issubdtype(d.dtype, np.integer) or (d.size and (d.min() < 0 or d.max() > n)):
         raise ValueError(f"depth must be integers in 0..{n}")
-    if not smoothing > 0:
-        raise ValueError("smoothing must be > 0")
     rows = _to_rows(d, num_channels, axis) if num_channels > 1 else d.reshape(1, -1)
     if num_channels > 1 and d.shape[axis] != num_channels:
         raise ValueError(f"depth has {d.shape[axis]} entries along axis {axis}, not {num_channels}")
-    counts = np.stack([np.bincount(r, minlength=n + 1) for r in rows]).astype(np.float64)
-    freq = (counts + smoothing) / (counts.sum(axis=1, keepdims=True) + smoothing * (n + 1))
-    return np.arange(n + 1, dtype=np.float64)[None, :] - np.log2(freq)
+    out = np.empty((len(rows), n + 1), dtype=np.float64)
+    scale = 2.0 ** -LOG2_FRAC_BITS
+    for c, r in enumerate(rows):
+        counts = np.bincount(r, minlength=n + 1).tolist()
+        lg_total = log2_fixed(len(r) + n + 1)
+        for k in range(n + 1):
+            out[c, k] = float((k << LOG2_FRAC_BITS) + lg_total - log2_fixed(counts[k] + 1)) * scale
+    return out

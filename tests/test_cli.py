@@ -85,10 +85,13 @@ def test_compress_decompress_round_trip(capsys, images, tmp_path):
 
 def test_compress_rate_options(capsys, images, tmp_path):
     code, out, _ = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "a.bac",
-                           "--lam", "30", "--max-depth", "8", "--second-pass")
+                           "--lam", "30", "--max-depth", "8")
     assert code == 0 and "lambda 30 (PSNR" in out
     h = codec.decode_symbols((tmp_path / "a.bac").read_bytes())[0]
-    assert (h.lam, h.max_depth, h.second_pass) == (30.0, 8, True)
+    assert (h.lam, h.max_depth, h.second_pass) == (30.0, 8, True)      # the default
+    code, out, _ = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "a1.bac",
+                           "--lam", "30", "--no-second-pass", "--quiet")
+    assert code == 0 and not codec.decode_symbols((tmp_path / "a1.bac").read_bytes())[0].second_pass
     code, out, _ = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "b.bac",
                            "--bpp", "1.0", "--quiet", "--no-psnr")
     assert code == 0 and " bpp, lambda " in out and "PSNR" not in out

@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 import pytest
 
-from bac_ref import bitstream, codec
+from bac_ref import bitstream, codec, vbq
 from bac_ref.errors import BitstreamError
 from bac_ref.imageio import ImageData
 
@@ -91,9 +91,27 @@ def test_float_and_16_bit_input(crop):
     _round_trip((crop.astype(np.uint16) * 257))
 
 
-def test_second_pass_and_max_depth(crop):
-    enc, _ = _round_trip(crop, second_pass=True)
+def test_second_pass_is_the_default_and_is_the_papers(crop):
+    enc, _ = _round_trip(crop, lam=3.0)
     assert enc.header.second_pass
+    first, _ = _round_trip(crop, lam=3.0, second_pass=False)
+    assert not first.header.second_pass
+    # the second pass = VBQ again with the first pass's per-channel depth code lengths (§5.4)
+    a = codec._Analysed(crop, None, codec.DEFAULT_MAX_DEPTH)
+    q1 = a.quantize(3.0)
+    assert np.array_equal(q1.depth, first.depth) and np.array_equal(q1.index, first.index)
+    lengths = vbq.depth_code_lengths(q1.depth, codec.DEFAULT_MAX_DEPTH, q1.depth.shape[0], axis=0)
+    q2 = a.quantize(3.0, code_length=lengths)
+    assert np.array_equal(q2.depth, enc.depth) and np.array_equal(q2.index, enc.index)
+
+
+def test_psnr_target_is_met_with_either_pass(crop):
+    for second in (True, False):
+        enc = codec.compress_details(crop, psnr=28.0, second_pass=second)
+        assert codec.psnr(crop, codec.decompress(enc.data)) >= 28.0
+
+
+def test_max_depth(crop):
     for n in (1, 4, 16):
         enc, _ = _round_trip(crop, max_depth=n)
         assert enc.header.max_depth == n and enc.depth.max() <= n

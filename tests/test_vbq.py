@@ -261,9 +261,34 @@ def test_depth_code_lengths_formula():
     cl = vbq.depth_code_lengths(depth, 2, num_channels=2, axis=0)
     expect0 = np.arange(3) - np.log2((np.array([2, 1, 1]) + 1) / (4 + 3))
     expect1 = np.arange(3) - np.log2((np.array([0, 0, 4]) + 1) / (4 + 3))
-    assert np.allclose(cl, [expect0, expect1], rtol=0, atol=1e-15)
+    assert np.allclose(cl, [expect0, expect1], rtol=0, atol=1e-9)
+    # and exactly the integer formula of SPEC §5.4
+    lg = vbq.log2_fixed
+    assert cl[0, 1] == (2 ** 32 + lg(7) - lg(2)) * 2.0 ** -32
+    assert cl[1, 0] == (0 + lg(7) - lg(1)) * 2.0 ** -32
     r = vbq.quantize(np.zeros((2, 3)), 1.0, 1.0, None, 2, code_length=cl)
     assert r.depth.shape == (2, 3)
+
+
+def test_log2_fixed_pinned_values():
+    # SPEC.md §5.4 quotes these for implementers
+    assert [vbq.log2_fixed(x) for x in (1, 2, 3, 1000, 10 ** 12)] == [
+        0, 2 ** 32, 6807362105, 42802717581, 171210870325]
+    with pytest.raises(ValueError):
+        vbq.log2_fixed(0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 2 ** 62))
+def test_log2_fixed_is_a_slight_underestimate(x):
+    # truncation only lowers the mantissa: floor(log2(x) 2^32) - 8 <= result <= floor(...)
+    import decimal
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60
+        exact = int((decimal.Decimal(x).ln() / decimal.Decimal(2).ln()) * (1 << 32))
+    got = vbq.log2_fixed(x)
+    assert exact - 8 <= got <= exact
+    assert vbq.log2_fixed(2 * x) == got + 2 ** 32 or x >= 2 ** 31      # exact mantissa below 2^31
 
 
 def test_golden_vector():
