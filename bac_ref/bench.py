@@ -528,6 +528,24 @@ def _bd_table(curves, records, cfg) -> dict:
     return out
 
 
+# The paper's Balle 2017 rates, and round rates, at which the summary reads every curve.
+FIXED_RATES = (0.106, 0.174, 0.25, 0.286, 0.455, 0.5, 0.709, 1.0)
+
+
+def psnr_at(points, rate: float):
+    """PSNR of a mean curve at ``rate`` bpp: linear in log(bpp) between the two Pareto
+    points around it; None outside the curve's range."""
+    r, q = evaluate.pareto_front(*_curve_xy(points))
+    if r.size == 0 or not r[0] <= rate <= r[-1]:
+        return None
+    return float(np.interp(math.log(rate), np.log(r), q))
+
+
+def _psnr_at_rates(curves) -> dict:
+    return {codec: {f"{rate:g}": psnr_at(pts, rate) for rate in FIXED_RATES}
+            for codec, pts in curves.items() if pts}
+
+
 def _fmt(v, spec, unit=""):
     return "-" if v is None else format(v, spec) + unit
 
@@ -558,6 +576,19 @@ def markdown(summary) -> str:
                          f"{_fmt(r['bd_rate_ms_ssim_pchip'], '+.1f', '%')} |")
         lines += ["", "Negative BD-rate: fewer bits than JPEG at equal quality (overlapping "
                   "quality range only; '-': no overlap).", ""]
+    if s.get("psnr_at_rates"):
+        balle = {f"{r:g}": q for r, q in PAPER_BALLE2017}
+        codecs = list(s["psnr_at_rates"])
+        lines += ["## PSNR (dB) at fixed rates", "",
+                  "| bpp | " + " | ".join(codecs) + " | Balle 2017 (paper) |",
+                  "|---:|" + "---:|" * (len(codecs) + 1)]
+        for rate in FIXED_RATES:
+            key = f"{rate:g}"
+            lines.append(f"| {key} | " + " | ".join(_fmt(s["psnr_at_rates"][c][key], ".2f")
+                                                  for c in codecs)
+                         + f" | {_fmt(balle.get(key), '.2f')} |")
+        lines += ["", "Mean curves read at each rate, linear in log(bpp) between Pareto points; "
+                  "'-': outside the curve. Balle 2017: the paper's table (one model per rate).", ""]
     lines += ["## Mean results", "", "| codec | setting | bpp | PSNR (dB) | MS-SSIM | s / setting |",
               "|---|---|---:|---:|---:|---:|"]
     for codec, pts in s["mean"].items():
@@ -569,6 +600,10 @@ def markdown(summary) -> str:
     if s.get("skipped"):
         lines += [""] + [f"Skipped: {c} ({why})" for c, why in s["skipped"].items()]
     return "\n".join(lines) + "\n"
+
+
+LEGEND = {"vbq2": "vbq2: VBQ, the codec's default (2nd pass)", "vbq": "vbq: VBQ, first pass only",
+          "blind": "blind: VBQ without sigma (1st pass)"}
 
 
 def plot(summary, path) -> bool:
@@ -591,7 +626,8 @@ def plot(summary, path) -> bool:
             if r.size:
                 colour, marker, lw = styles.get(codec, ("k", ".", 1.0))
                 order = np.argsort(r)
-                ax.plot(r[order], q[order], marker=marker, color=colour, lw=lw, ms=4, label=codec)
+                ax.plot(r[order], q[order], marker=marker, color=colour, lw=lw, ms=4,
+                        label=LEGEND.get(codec, codec))
         if metric == "psnr":
             jr, jq = zip(*PAPER_JPEG.values())
             ax.plot(jr, jq, "k+", ms=10, mew=1.5, label="JPEG (paper)")
@@ -703,6 +739,7 @@ def run(images, out_dir, cfg: BenchConfig | None = None, quiet: bool = False) ->
         "skipped": skipped,
         "mean": curves,
         "bd_vs_jpeg": _bd_table(curves, records, cfg),
+        "psnr_at_rates": _psnr_at_rates(curves),
         "per_image": {r["image"]: {c: r["results"].get(c, {}) for c in codecs} for r in records},
         "computed": computed,
         "seconds": round(time.time() - t_start, 1),

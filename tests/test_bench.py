@@ -194,3 +194,14 @@ def test_vbq2_is_the_second_pass_file(crop, tmp_path):
         data = codec.compress(pixels, lam, second_pass=True)
         assert e["bytes"] == len(data) and data != codec.compress(pixels, lam, second_pass=False)
         assert e["psnr"] == pytest.approx(codec.psnr(pixels, codec.decompress(data)), abs=1e-12)
+
+
+def test_psnr_at_reads_the_pareto_curve_in_log_rate():
+    pts = [{"bpp": 0.1, "psnr": 20.0}, {"bpp": 0.4, "psnr": 30.0},
+           {"bpp": 0.3, "psnr": 19.0},                      # dominated: ignored
+           {"bpp": 0.8, "psnr": None}]                      # no PSNR: ignored
+    assert bench.psnr_at(pts, 0.2) == pytest.approx(25.0)  # halfway in log(bpp)
+    assert bench.psnr_at(pts, 0.1) == 20.0 and bench.psnr_at(pts, 0.4) == 30.0
+    assert bench.psnr_at(pts, 0.09) is None and bench.psnr_at(pts, 0.5) is None
+    table = bench._psnr_at_rates({"a": pts, "empty": []})
+    assert list(table) == ["a"] and table["a"]["0.25"] == pytest.approx(bench.psnr_at(pts, 0.25))

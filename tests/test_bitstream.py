@@ -81,7 +81,7 @@ def test_real_file_parses(real_file):
     header, payload = parse(real_file)
     assert (header.height, header.width, header.lam, header.max_depth) == (32, 48, 3.0, 10)
     assert header.model_id == codec.model_id_bytes(codec.get_model())
-    assert not (header.grey or header.lambda_map or header.second_pass)
+    assert header.second_pass and not (header.grey or header.lambda_map)   # the codec's default
     assert len(payload) % 4 == 0 and len(payload) > 0
 
 
