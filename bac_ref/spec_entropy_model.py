@@ -12,7 +12,7 @@ here is used to encode or decode files; it serves the conformance suite:
   generation, :mod:`bac_ref.conformance_generate`) are all a choice of
   ``choose``.
 * :func:`coding_steps` lists every (table, symbol) step of the payload of
-  given symbols; :func:`steps_to_intervals` turns them into the intervals
+  given symbols (:func:`cost_by_kind` sums their ideal bits by what they code); :func:`steps_to_intervals` turns them into the intervals
   (start, mass) the range coder codes (SPEC.md §2).
 * :func:`coder_stats` runs the range coder's exact integer arithmetic
   (SPEC.md §2.3-§2.5) over such intervals and counts the branches taken
@@ -32,8 +32,8 @@ from .intmodels import cdf_from_counts
 
 __all__ = [
     "TOTAL", "MASK32", "MASK64", "K_TREE", "INCREMENT", "LIMIT", "DEPTH_REFRESH",
-    "binary_table", "uniform_table", "walk_symbols", "coding_steps", "steps_to_intervals",
-    "coder_stats",
+    "binary_table", "uniform_table", "walk_symbols", "coding_steps", "cost_by_kind",
+    "steps_to_intervals", "coder_stats",
 ]
 
 TOTAL = 1 << 24                          # every table is a 24-bit CDF (SPEC.md §2)
@@ -191,6 +191,40 @@ def coding_steps(depth, index, max_depth: int, stats=None) -> list:
     if not (np.array_equal(d2, depth) and np.array_equal(k2, index)):
         raise AssertionError("coding_steps: replay did not reproduce the symbols")
     return steps
+
+
+def cost_by_kind(depth, index, max_depth: int) -> dict:
+    """Ideal bits of a payload, split by what each step codes (SPEC.md §9).
+
+    {"active": ..., "depth": ..., "bit": ..., "uniform": ...}: the sum of
+    -log2(mass / 2^24) over the steps of each kind (channel flags, depths, the
+    adaptive index bits of the top K_TREE tree levels, the uniform low bits).
+    Their total is the payload's size before the range coder's small overhead
+    (SPEC.md §2.10).  It shows what VBQ's files spend their bits on: the paper's
+    objective prices the index bits (the depth r), not the depths themselves.
+    """
+    import math
+    costs = dict.fromkeys(("active", "depth", "bit", "uniform"), 0.0)
+    for kind, (table, s) in zip(_step_kinds(depth, max_depth),
+                                coding_steps(depth, index, max_depth)):
+        costs[kind] += -math.log2((table[s + 1] - table[s]) / TOTAL)
+    return costs
+
+
+def _step_kinds(depth, max_depth: int) -> list:
+    """The kind of every coding step of §9, in coding order (for :func:`cost_by_kind`)."""
+    depth = np.asarray(depth, dtype=np.int64)
+    kinds = []
+    for c in range(depth.shape[0]):
+        kinds.append("active")
+        if depth[c].max() == 0:
+            continue
+        for r in depth[c].ravel().tolist():
+            kinds.append("depth")
+            kinds.extend(["bit"] * min(r, K_TREE))
+            if r > K_TREE:
+                kinds.append("uniform")
+    return kinds
 
 
 def steps_to_intervals(steps):

@@ -198,3 +198,16 @@ def test_inactive_channels_cost_almost_nothing():
     many = len(entropy_model.encode_symbols(np.concatenate([depth, pad]),
                                             np.concatenate([index, pad]), 10))
     assert many - one <= 8                        # 127 nearly free binary decisions
+
+
+def test_cost_by_kind_adds_up_to_the_payload():
+    from bac_ref import spec_entropy_model
+    rng = np.random.default_rng(5)
+    depth = rng.integers(0, 12, (3, 5, 6))
+    depth[1] = 0                                                     # an inactive channel
+    index = rng.integers(0, 1 << 40, depth.shape) & ((1 << depth) - 1)
+    cost = spec_entropy_model.cost_by_kind(depth, index, 12)
+    assert cost["uniform"] == np.maximum(depth - spec_entropy_model.K_TREE, 0).sum()
+    assert cost["active"] > 0 and cost["depth"] > 0 and cost["bit"] > 0
+    bits = 8 * len(entropy_model.encode_symbols(depth, index, 12))
+    assert sum(cost.values()) <= bits < sum(cost.values()) + 64 + 32

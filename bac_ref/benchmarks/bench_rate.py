@@ -9,7 +9,11 @@ bit-identical, and compare the size with the paper's estimate (sum of -log2
 per-channel empirical frequencies of the grid point, fitted on the same image,
 tables free: ``entropy_model.paper_rate_estimate``).  Prints one row per
 lambda: mean bpp, size ratio (total bytes / total estimate), worst per-image
-ratio, and the mean PSNR.  Kodak is a test set: this script only measures.
+ratio, the mean PSNR, and what the payload spends its bits on: the share of
+the depth symbols (each latent's precision, which the paper's objective does
+not price) against the index bits (the grid point at that depth), from
+``spec_entropy_model.cost_by_kind``.  Kodak is a test set: this script only
+measures.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import time
 
 import numpy as np
 
-from .. import codec, entropy_model
+from .. import codec, entropy_model, spec_entropy_model
 
 
 def main(argv=None):
@@ -55,22 +59,33 @@ def main(argv=None):
                     and np.array_equal(dec.zhat.view(np.uint64), enc.zhat.view(np.uint64)))
             mismatches += not same
             est = entropy_model.paper_rate_estimate(enc.depth, enc.index, codec.DEFAULT_MAX_DEPTH)
+            cost = spec_entropy_model.cost_by_kind(enc.depth, enc.index, codec.DEFAULT_MAX_DEPTH)
             rows[lam].append({"image": os.path.basename(f), "bytes": len(enc.data),
                               "bpp": enc.bpp, "estimate_bits": est,
                               "ratio": 8 * len(enc.data) / est if est else float("nan"),
-                              "psnr": codec.psnr(a.pixels(), dec.pixels), "roundtrip_exact": same})
+                              "psnr": codec.psnr(a.pixels(), dec.pixels), "roundtrip_exact": same,
+                              "ideal_bits_by_kind": cost, "sum_depth": int(enc.depth.sum())})
         print(f"\r{i + 1}/{len(files)} images ({time.time() - t0:.0f} s)", end="",
               file=sys.stderr, flush=True)
     print(file=sys.stderr)
     print(f"model {os.path.basename(str(model.path))} (steps {model.meta.get('steps')}), "
           f"{len(files)} images from {args.images}, second pass: {args.second_pass}")
-    print("| lambda | mean bpp | size / paper estimate | worst image | mean PSNR (dB) |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| lambda | mean bpp | size / paper estimate | worst image | mean PSNR (dB) "
+          "| depth symbols | index bits | sum of depths / index bits |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for lam in lams:
         r = rows[lam]
         ratio = 8 * sum(x["bytes"] for x in r) / sum(x["estimate_bits"] for x in r)
+        kinds = {k: sum(x["ideal_bits_by_kind"][k] for x in r) for k in r[0]["ideal_bits_by_kind"]}
+        ideal = sum(kinds.values())
+        index_bits = kinds["bit"] + kinds["uniform"]
         print(f"| {lam:g} | {np.mean([x['bpp'] for x in r]):.4f} | {ratio:.4f} | "
-              f"{max(x['ratio'] for x in r):.4f} | {np.mean([x['psnr'] for x in r]):.2f} |")
+              f"{max(x['ratio'] for x in r):.4f} | {np.mean([x['psnr'] for x in r]):.2f} | "
+              f"{100 * kinds['depth'] / ideal:.0f} % | {100 * index_bits / ideal:.0f} % | "
+              f"{sum(x['sum_depth'] for x in r) / index_bits:.2f} |")
+    print("(depth symbols / index bits: shares of the payload's ideal bits, "
+          "spec_entropy_model.cost_by_kind; the rest are the channel flags. The last column: "
+          "the first pass's rate term, the sum of depths, over what the index bits really cost.)")
     print(f"round trips: {len(files) * len(lams) - mismatches} exact, {mismatches} mismatched "
           f"(symbols and zhat bits)")
     if args.json:
