@@ -10,8 +10,9 @@ per-channel empirical frequencies of the grid point, fitted on the same image,
 tables free: ``entropy_model.paper_rate_estimate``).  Prints one row per
 lambda: mean bpp, size ratio (total bytes / total estimate), worst per-image
 ratio, the mean PSNR, and what the payload spends its bits on: the share of
-the depth symbols (each latent's precision, which the paper's objective does
-not price) against the index bits (the grid point at that depth), from
+the depth symbols (which grid level each latent uses: a cost the paper's
+objective does not price) against the index bits (the grid point at that
+depth), from
 ``spec_entropy_model.cost_by_kind``.  Kodak is a test set: this script only
 measures.
 """
