@@ -22,8 +22,9 @@ measured on RGB uint8 pixels (:mod:`bac_ref.evaluate`).  What each codec is::
   as in the authors' code); the flag travels in the header.
 * vbq: the first pass alone (``--no-second-pass``, the paper's plain objective):
   :class:`bac_ref.codec._Analysed` (posterior once per image) and
-  ``.encode(lam, second_pass=False)`` for a lambda grid (default 2^linspace(-3, 9, 13): 0.125 ..
-  512, about 2 down to 0.005 bpp with the shipped model); size = the whole .bac
+  ``.encode(lam, second_pass=False)`` for a lambda grid (default
+  2^linspace(-3, 9, 13): 0.125 .. 512, about 2 down to 0.005 bpp with the
+  shipped model); size = the whole .bac
   file (32-byte header included); pixels from the encoder's zhat, which is
   bit-identical to the decoder's (SPEC.md §4.2; tests/test_codec.py).
 * baselines (:mod:`bac_ref.baselines`; SPEC.md §12): per-channel parameters and

@@ -48,9 +48,9 @@ The conformance code is split into five modules:
   checks bac_ref itself or a ``--decoder``/``--encoder`` command against the
   vectors; hostile-input fuzzing, :func:`fuzz`; and the command line,
   :func:`main` (also ``bac-ref conform``).
-* :mod:`bac_ref.conformance_cases`: what runner and generator share (the
+* :mod:`bac_ref.conformance_cases`: what runners and generator share (the
   layout's constants, deterministic .npz/JSON files, the encoders of array and
-  coder cases).
+  coder cases, :class:`CaseFailure` and running an external command).
 * :mod:`bac_ref.conformance_generate`: :func:`generate`, which writes the
   vectors (only with ``BAC_REF_REGENERATE_VECTORS=1``).
 * :mod:`bac_ref.conformance_bacw`: the golden vectors of the .bacw container
@@ -72,9 +72,7 @@ import io
 import json
 import os
 import random
-import shlex
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -87,8 +85,8 @@ import numpy as np
 from . import bitstream, codec, conformance_bacw, entropy_model, priors
 from .conformance_cases import (
     DEFAULT_VECTORS, FORMAT, PIXEL_TOLERANCE, REGENERATE_CMD, REGENERATE_ENV, TOLERANCE,
-    _header_dict, _sha256, case_prior, decode_coder_case, encode_arrays, encode_coder_case,
-    npz_bytes, read_npz,
+    CaseFailure, _header_dict, _run_command, _sha256, _tail, case_prior, decode_coder_case,
+    encode_arrays, encode_coder_case, npz_bytes, read_npz,
 )
 from .conformance_generate import _synthetic, generate
 from .errors import BitstreamError, ModelFileError
@@ -121,10 +119,6 @@ DEFAULT_TIMEOUT = 120.0
 # ---------------------------------------------------------------------------
 # Checking
 # ---------------------------------------------------------------------------
-class CaseFailure(Exception):
-    """The first difference found in a case."""
-
-
 class CaseWarning(Exception):
     pass
 
@@ -282,25 +276,6 @@ def _check_header(man, header, fields=None):
         same = (struct.pack(">d", g) == struct.pack(">d", value)) if key == "lambda" else g == value
         if not same:
             raise CaseFailure(f"header {key} = {g!r}, expected {value!r}")
-
-
-def _run_command(template: str, inp: str, out: str, timeout: float):
-    argv = [a.replace("{in}", inp).replace("{out}", out) for a in shlex.split(template)]
-    if not argv:
-        raise CaseFailure("empty command")
-    try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise CaseFailure(f"command timed out after {timeout:g} s") from None
-    except OSError as exc:
-        raise CaseFailure(f"cannot run {argv[0]!r}: {exc}") from None
-    return proc
-
-
-def _tail(b: bytes) -> str:
-    text = b.decode("utf-8", "replace").strip().splitlines()
-    return text[-1][:200] if text else ""
 
 
 def _check_decoder_cmd(man, files, folder, template, timeout):

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import embedding_codec
+from .conformance_cases import CaseFailure, _run_command, _tail
 from .errors import BitstreamError
 
 __all__ = ["DEFAULT_FOLDER", "valid_cases", "reject_cases", "generate", "check"]
@@ -117,37 +118,29 @@ def generate(folder=DEFAULT_FOLDER) -> list:
     return sorted(index["cases"])
 
 
-class _Fail(Exception):
-    pass
-
-
 def _same_bits(want: np.ndarray, got) -> None:
     got = np.asarray(got)
     if got.shape != want.shape:
-        raise _Fail(f"zhat has shape {got.shape}, expected {want.shape}")
+        raise CaseFailure(f"zhat has shape {got.shape}, expected {want.shape}")
     if got.dtype != np.float64:
-        raise _Fail(f"zhat has dtype {got.dtype}, expected float64")
+        raise CaseFailure(f"zhat has dtype {got.dtype}, expected float64")
     bad = np.flatnonzero(want.view(np.int64).ravel() != got.view(np.int64).ravel())
     if bad.size:
         v, d = np.unravel_index(bad[0], want.shape)
-        raise _Fail(f"zhat differs in {bad.size} entries, first [{v}, {d}]: "
+        raise CaseFailure(f"zhat differs in {bad.size} entries, first [{v}, {d}]: "
                     f"{got[v, d]!r} != {want[v, d]!r}")
 
 
 def _run(template, inp, out, timeout):
-    from .conformance import CaseFailure, _run_command, _tail   # the .bac runner's helpers
-    try:
-        proc = _run_command(template, inp, out, timeout)
-    except CaseFailure as exc:
-        raise _Fail(str(exc)) from None
+    proc = _run_command(template, inp, out, timeout)
     return proc.returncode, _tail(proc.stderr)
 
 
 def _check_case(name, entry, case: Path, decoder, encoder, timeout):
-    """None when the case passes, "SKIP" when no check applies; raises _Fail."""
+    """None when the case passes, "SKIP" when no check applies; raises CaseFailure."""
     for f, digest in entry["sha256"].items():
         if _sha(case / f) != digest:
-            raise _Fail(f"{f} changed on disk (sha256 differs from index.json)")
+            raise CaseFailure(f"{f} changed on disk (sha256 differs from index.json)")
     if entry["kind"] == "reject":
         data = (case / "file.bacw").read_bytes()
         if decoder is None and encoder is None:
@@ -155,13 +148,13 @@ def _check_case(name, entry, case: Path, decoder, encoder, timeout):
                 embedding_codec.decompress_embeddings(data)
             except BitstreamError:
                 return None
-            raise _Fail("bac_ref accepted an invalid file")
+            raise CaseFailure("bac_ref accepted an invalid file")
         if decoder is None:
             return "SKIP"
         with tempfile.TemporaryDirectory() as tmp:
             rc, _ = _run(decoder, str(case / "file.bacw"), os.path.join(tmp, "out.npz"), timeout)
         if rc == 0:
-            raise _Fail("the decoder accepted an invalid file (exit status 0)")
+            raise CaseFailure("the decoder accepted an invalid file (exit status 0)")
         return None
     expected = (case / "expected.bacw").read_bytes()
     want = np.load(case / "zhat.npy")
@@ -170,7 +163,7 @@ def _check_case(name, entry, case: Path, decoder, encoder, timeout):
         got = embedding_codec.compress_embeddings(mu, sigma, entry["lambda"], scale=entry["scale"],
                                                   max_depth=entry["max_depth"])
         if got != expected:
-            raise _Fail("encoder bytes differ from expected.bacw")
+            raise CaseFailure("encoder bytes differ from expected.bacw")
         _same_bits(want, embedding_codec.decompress_embeddings(expected))
         return None
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,12 +171,12 @@ def _check_case(name, entry, case: Path, decoder, encoder, timeout):
             out = os.path.join(tmp, "out.npz")
             rc, err = _run(decoder, str(case / "expected.bacw"), out, timeout)
             if rc != 0:
-                raise _Fail(f"decoder exited with {rc}: {err}")
+                raise CaseFailure(f"decoder exited with {rc}: {err}")
             try:
                 with np.load(out, allow_pickle=False) as z:
                     got = z["zhat"]
             except Exception as exc:                              # noqa: BLE001 (report it)
-                raise _Fail(f"decoder output has no readable zhat: {exc}") from None
+                raise CaseFailure(f"decoder output has no readable zhat: {exc}") from None
             _same_bits(want, got)
         if encoder is not None:
             inp, out = os.path.join(tmp, "input.npz"), os.path.join(tmp, "out.bacw")
@@ -192,14 +185,14 @@ def _check_case(name, entry, case: Path, decoder, encoder, timeout):
                      max_depth=np.int64(entry["max_depth"]), scale=np.float64(scale))
             rc, err = _run(encoder, inp, out, timeout)
             if rc != 0:
-                raise _Fail(f"encoder exited with {rc}: {err}")
+                raise CaseFailure(f"encoder exited with {rc}: {err}")
             if not os.path.exists(out):
-                raise _Fail("encoder wrote no output file")
+                raise CaseFailure("encoder wrote no output file")
             got = Path(out).read_bytes()
             if got != expected:
                 at = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b),
                           min(len(expected), len(got)))
-                raise _Fail(f"encoder bytes differ from expected.bacw at byte {at} "
+                raise CaseFailure(f"encoder bytes differ from expected.bacw at byte {at} "
                             f"(sizes {len(got)} / {len(expected)})")
     return None
 
@@ -221,7 +214,7 @@ def check(folder=DEFAULT_FOLDER, decoder=None, encoder=None, timeout=DEFAULT_TIM
                                   timeout) or "PASS"
             report(f"{outcome} {name}" + (": no check applies to a reject case without --decoder"
                                           if outcome == "SKIP" else ""))
-        except _Fail as exc:
+        except CaseFailure as exc:
             outcome = "FAIL"
             report(f"FAIL {name}: {exc}")
         except Exception as exc:                                  # noqa: BLE001 (a bug: report)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shlex
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -170,3 +172,29 @@ def decode_coder_case(case: dict, payload: bytes) -> list:
         out.append(dec.decode(case["tables"][a]) if kind == "table" else dec.decode_uniform(a))
     dec.check_end()
     return out
+
+
+# ---------------------------------------------------------------------------
+# What the two runners (.bac: conformance, .bacw: conformance_bacw) share
+# ---------------------------------------------------------------------------
+class CaseFailure(Exception):
+    """The first difference found in a case."""
+
+
+def _run_command(template: str, inp: str, out: str, timeout: float):
+    argv = [a.replace("{in}", inp).replace("{out}", out) for a in shlex.split(template)]
+    if not argv:
+        raise CaseFailure("empty command")
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise CaseFailure(f"command timed out after {timeout:g} s") from None
+    except OSError as exc:
+        raise CaseFailure(f"cannot run {argv[0]!r}: {exc}") from None
+    return proc
+
+
+def _tail(b: bytes) -> str:
+    text = b.decode("utf-8", "replace").strip().splitlines()
+    return text[-1][:200] if text else ""

@@ -12,8 +12,9 @@ here is used to encode or decode files; it serves the conformance suite:
   generation, :mod:`bac_ref.conformance_generate`) are all a choice of
   ``choose``.
 * :func:`coding_steps` lists every (table, symbol) step of the payload of
-  given symbols (:func:`cost_by_kind` sums their ideal bits by what they code); :func:`steps_to_intervals` turns them into the intervals
-  (start, mass) the range coder codes (SPEC.md §2).
+  given symbols (:func:`cost_by_kind` sums their ideal bits by what they
+  code); :func:`steps_to_intervals` turns them into the intervals (start,
+  mass) the range coder codes (SPEC.md §2).
 * :func:`coder_stats` runs the range coder's exact integer arithmetic
   (SPEC.md §2.3-§2.5) over such intervals and counts the branches taken
   (carries, pending words, sealing), so that generated vectors can record what
@@ -25,6 +26,7 @@ from their counts every ``DEPTH_REFRESH`` updates) and §2.9 (uniform low bits).
 from __future__ import annotations
 
 import collections
+import math
 
 import numpy as np
 
@@ -168,8 +170,8 @@ def walk_symbols(shape, max_depth: int, choose, stats=None, strict=True):
     return depth, index
 
 
-def coding_steps(depth, index, max_depth: int, stats=None) -> list:
-    """[(table, symbol), ...]: every coding step of the payload of these symbols (SPEC.md §9)."""
+def _replay(depth, index, max_depth: int, stats=None) -> list:
+    """[(kind, table, symbol), ...]: every coding step of these symbols, with what it codes."""
     depth = np.asarray(depth, dtype=np.int64)
     index = np.asarray(index, dtype=np.int64)
     steps = []
@@ -184,13 +186,18 @@ def coding_steps(depth, index, max_depth: int, stats=None) -> list:
             s = (kl[c][y][x] >> (dl[c][y][x] - 1 - t)) & 1
         else:
             s = kl[c][y][x] & ((1 << t) - 1)
-        steps.append((table, s))
+        steps.append((kind, table, s))
         return s
 
     d2, k2 = walk_symbols(depth.shape, max_depth, replay, stats)
     if not (np.array_equal(d2, depth) and np.array_equal(k2, index)):
         raise AssertionError("coding_steps: replay did not reproduce the symbols")
     return steps
+
+
+def coding_steps(depth, index, max_depth: int, stats=None) -> list:
+    """[(table, symbol), ...]: every coding step of the payload of these symbols (SPEC.md §9)."""
+    return [(table, s) for _, table, s in _replay(depth, index, max_depth, stats)]
 
 
 def cost_by_kind(depth, index, max_depth: int) -> dict:
@@ -203,28 +210,10 @@ def cost_by_kind(depth, index, max_depth: int) -> dict:
     (SPEC.md §2.10).  It shows what VBQ's files spend their bits on: the paper's
     objective prices the index bits (the depth r), not the depths themselves.
     """
-    import math
     costs = dict.fromkeys(("active", "depth", "bit", "uniform"), 0.0)
-    for kind, (table, s) in zip(_step_kinds(depth, max_depth),
-                                coding_steps(depth, index, max_depth)):
+    for kind, table, s in _replay(depth, index, max_depth):
         costs[kind] += -math.log2((table[s + 1] - table[s]) / TOTAL)
     return costs
-
-
-def _step_kinds(depth, max_depth: int) -> list:
-    """The kind of every coding step of §9, in coding order (for :func:`cost_by_kind`)."""
-    depth = np.asarray(depth, dtype=np.int64)
-    kinds = []
-    for c in range(depth.shape[0]):
-        kinds.append("active")
-        if depth[c].max() == 0:
-            continue
-        for r in depth[c].ravel().tolist():
-            kinds.append("depth")
-            kinds.extend(["bit"] * min(r, K_TREE))
-            if r > K_TREE:
-                kinds.append("uniform")
-    return kinds
 
 
 def steps_to_intervals(steps):

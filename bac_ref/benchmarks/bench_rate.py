@@ -12,9 +12,8 @@ lambda: mean bpp, size ratio (total bytes / total estimate), worst per-image
 ratio, the mean PSNR, and what the payload spends its bits on: the share of
 the depth symbols (which grid level each latent uses: a cost the paper's
 objective does not price) against the index bits (the grid point at that
-depth), from
-``spec_entropy_model.cost_by_kind``.  Kodak is a test set: this script only
-measures.
+depth), from ``spec_entropy_model.cost_by_kind``.  Kodak is a test set: this
+script only measures.
 """
 from __future__ import annotations
 
