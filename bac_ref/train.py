@@ -22,7 +22,10 @@ pass (bac_ref.g_a / bac_ref.g_s) needs no knowledge of the trick.
 
 Run ``python -m bac_ref.train --help``.  Training is resumable: it writes a
 full checkpoint (weights + Adam state) and, every ``--export-every`` steps,
-the NumPy model file; ``--resume`` accepts either.
+the NumPy model file; ``--resume`` accepts either.  ``--device cuda`` trains
+on a GPU (crops are cut on the device); ``--minutes`` gives a wall-clock
+budget instead of a step count: after a short timing phase the step count
+that fits the budget is fixed, and the cosine schedule runs to it.
 """
 from __future__ import annotations
 
@@ -165,7 +168,7 @@ class GaussianVAE(nn.Module):
 def neg_elbo(model, x, variance, generator=None):
     """Return (loss, kl, mse) for a batch; loss and kl in nats per image."""
     mu, logvar = model.analysis(x)
-    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
     z = mu + torch.exp(0.5 * logvar) * eps
     x_hat = model.synthesis(z)
     sq = (x - x_hat).pow(2)
@@ -178,8 +181,8 @@ def neg_elbo(model, x, variance, generator=None):
 # Data: random crops and flips from ../shared/data/train (never Kodak)
 # ---------------------------------------------------------------------------
 def list_images(root: str):
-    files = sorted(glob.glob(os.path.join(root, "**", "*.png"), recursive=True)
-                   + glob.glob(os.path.join(root, "**", "*.jpg"), recursive=True))
+    files = sorted(f for ext in ("png", "jpg", "webp")
+                   for f in glob.glob(os.path.join(root, "**", "*." + ext), recursive=True))
     files = [f for f in files if "kodak" not in f.lower()]
     if not files:
         raise SystemExit(f"no training images under {root}")
@@ -200,25 +203,29 @@ def load_rgb(path: str) -> np.ndarray:
 
 
 class CropSampler:
-    def __init__(self, images, crop: int, seed: int):
-        self.images = [im for im in images if min(im.shape[:2]) >= crop]
+    """Random crops with random horizontal and vertical flips.
+
+    The images live on ``device`` as uint8 (C, H, W) tensors, so on a GPU
+    the crops are cut there; positions come from a seeded NumPy generator.
+    """
+
+    def __init__(self, images, crop: int, seed: int, device: str = "cpu"):
+        self.images = [torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).to(device)
+                       for im in images if min(im.shape[:2]) >= crop]
         self.crop = crop
         self.rng = np.random.default_rng(seed)
 
-    def batch(self, size: int) -> np.ndarray:
+    def batch(self, size: int) -> "torch.Tensor":
         c = self.crop
-        out = np.empty((size, 3, c, c), dtype=np.float32)
-        for b in range(size):
+        patches = []
+        for _ in range(size):
             im = self.images[self.rng.integers(len(self.images))]
-            y = self.rng.integers(im.shape[0] - c + 1)
-            x = self.rng.integers(im.shape[1] - c + 1)
-            patch = im[y:y + c, x:x + c]
-            if self.rng.random() < 0.5:
-                patch = patch[:, ::-1]
-            if self.rng.random() < 0.5:
-                patch = patch[::-1]
-            out[b] = patch.transpose(2, 0, 1) / 255.0
-        return out
+            y = self.rng.integers(im.shape[1] - c + 1)
+            x = self.rng.integers(im.shape[2] - c + 1)
+            patch = im[:, y:y + c, x:x + c]
+            flips = [d for d, u in ((2, self.rng.random()), (1, self.rng.random())) if u < 0.5]
+            patches.append(torch.flip(patch, flips) if flips else patch)
+        return torch.stack(patches).float() / 255.0
 
 
 def val_crops(images, crop: int = 256) -> np.ndarray:
@@ -233,11 +240,11 @@ def val_crops(images, crop: int = 256) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model, crops):
+def evaluate(model, crops, device="cpu"):
     """Mean-reconstruction PSNR (dB, on uint8-rounded pixels) and KL in bits/pixel."""
     psnrs, kls = [], []
     for c in crops:
-        x = torch.as_tensor(np.ascontiguousarray(c), dtype=torch.float32)[None]
+        x = torch.as_tensor(np.ascontiguousarray(c), dtype=torch.float32, device=device)[None]
         mu, logvar = model.analysis(x)
         x_hat = model.synthesis(mu).clamp(0, 1)
         a = torch.round(x * 255)
@@ -257,6 +264,10 @@ def main(argv=None):
     p.add_argument("--export", default="runs/vae/model.npz")
     p.add_argument("--resume", help="a .pt checkpoint or a .npz model file")
     p.add_argument("--steps", type=int, default=100_000, help="total step count to reach")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget from start-up: replaces --steps by the step count "
+                        "that fits, measured after --timing-steps steps")
+    p.add_argument("--timing-steps", type=int, default=300)
     p.add_argument("--n", type=int, default=128)
     p.add_argument("--m", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
@@ -264,17 +275,29 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--lr-final", type=float, default=None,
                    help="cosine-decay the learning rate to this value at --steps")
+    p.add_argument("--lr-from-step", default="0",
+                   help="step at which the cosine schedule starts (default 0; 'resume' = the "
+                        "step resumed from, for a fine-tune with a schedule of its own)")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="linear learning-rate warm-up over this many steps after the start")
     p.add_argument("--variance", type=float, default=0.001)
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--log-every", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--export-every", type=int, default=5000)
     args = p.parse_args(argv)
 
+    started = time.time()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "train_log.jsonl")
 
@@ -284,13 +307,13 @@ def main(argv=None):
     train_imgs = [load_rgb(f) for f in train_files]
     crops = val_crops([load_rgb(f) for f in val_files])
 
-    model = GaussianVAE(args.n, args.m)
+    model = GaussianVAE(args.n, args.m).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step = 0
     history = []
     if args.resume:
         if args.resume.endswith(".pt"):
-            ck = torch.load(args.resume, weights_only=False)
+            ck = torch.load(args.resume, weights_only=False, map_location=device)
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             step, history = ck["step"], ck.get("history", [])
@@ -301,9 +324,20 @@ def main(argv=None):
             step = int(meta.get("steps", 0))
             history = list(meta.get("history", []))
         print(f"resumed from {args.resume} at step {step}", flush=True)
+    start_step = step
+    lr_from = start_step if args.lr_from_step == "resume" else int(args.lr_from_step)
 
-    sampler = CropSampler(train_imgs, args.crop, seed=args.seed + step)
-    gen = torch.Generator().manual_seed(args.seed + 7919 * step)
+    sampler = CropSampler(train_imgs, args.crop, seed=args.seed + step, device=device)
+    gen = torch.Generator(device=device).manual_seed(args.seed + 7919 * step)
+
+    def learning_rate(step):
+        lr = args.lr
+        if args.lr_final is not None:
+            frac = min(max(step - lr_from, 0) / max(args.steps - lr_from, 1), 1.0)
+            lr = args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * frac))
+        if step - start_step < args.warmup:
+            lr *= (step - start_step + 1) / args.warmup
+        return lr
 
     def save(final_loss):
         ck = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
@@ -319,19 +353,42 @@ def main(argv=None):
             "training_data": [os.path.relpath(f, args.data) for f in train_files],
             "validation_data": [os.path.relpath(f, args.data) for f in val_files],
             "likelihood_variance": args.variance, "batch": args.batch, "crop": args.crop,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "steps": step, "final_loss": final_loss, "history": history,
         }
         export_npz(args.export, model.effective_params(), meta)
         print(f"step {step}: checkpoint and {args.export} written", flush=True)
 
+    if args.resume:
+        vpsnr, vkl = evaluate(model, crops, device)
+        print(f"VALID at the start (step {step}): mean-recon PSNR {vpsnr:.2f} dB, "
+              f"KL {vkl:.3f} bpp", flush=True)
     t0, ema = time.time(), None
+    timing_from = None
+    if args.minutes is not None:
+        args.steps = step + 10 ** 9  # fixed after the timing phase
     while step < args.steps:
-        if args.lr_final is not None:
-            frac = min(step / args.steps, 1.0)
-            lr = args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * frac))
-            for g in opt.param_groups:
-                g["lr"] = lr
-        x = torch.from_numpy(sampler.batch(args.batch))
+        if args.minutes is not None and time.time() - started > 60 * args.minutes:
+            print(f"step {step}: wall-clock budget spent, stopping", flush=True)
+            args.steps = step
+            if not history or history[-1]["step"] != step:
+                vpsnr, vkl = evaluate(model, crops, device)
+                history.append({"step": step, "val_psnr_mean_recon": round(vpsnr, 3),
+                                "val_kl_bpp": round(vkl, 4)})
+            save(ema["loss"])
+            break
+        if args.minutes is not None and step - start_step == args.timing_steps:
+            timing_from = (time.time(), step)
+        if (args.minutes is not None and timing_from is not None
+                and step - timing_from[1] == args.timing_steps):
+            # Fix the step count that fits the budget (keeping 5 % for the exports).
+            per_step = (time.time() - timing_from[0]) / args.timing_steps
+            left = 60 * args.minutes * 0.95 - (time.time() - started)
+            args.steps = step + max(int(left / per_step), 0)
+            print(f"budget: {per_step * 1e3:.1f} ms/step, training to step {args.steps}", flush=True)
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(step)
+        x = sampler.batch(args.batch)
         loss, kl, mse = neg_elbo(model, x, args.variance, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -351,7 +408,7 @@ def main(argv=None):
             print(f"step {step} loss/px {ema['loss']:.4f} KL {ema['kl_bpp']:.3f} bpp "
                   f"PSNR(sample) {ema['psnr']:.2f} dB  {dt:.3f} s/step", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
-            vpsnr, vkl = evaluate(model, crops)
+            vpsnr, vkl = evaluate(model, crops, device)
             entry = {"step": step, "val_psnr_mean_recon": round(vpsnr, 3),
                      "val_kl_bpp": round(vkl, 4), "train_loss_per_px": round(ema["loss"], 5),
                      "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
