@@ -363,6 +363,16 @@ def main(argv=None):
         vpsnr, vkl = evaluate(model, crops, device)
         print(f"VALID at the start (step {step}): mean-recon PSNR {vpsnr:.2f} dB, "
               f"KL {vkl:.3f} bpp", flush=True)
+    def validate():
+        vpsnr, vkl = evaluate(model, crops, device)
+        entry = {"step": step, "val_psnr_mean_recon": round(vpsnr, 3),
+                 "val_kl_bpp": round(vkl, 4), "train_loss_per_px": round(ema["loss"], 5),
+                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        history.append(entry)
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        print(f"VALID step {step}: mean-recon PSNR {vpsnr:.2f} dB, KL {vkl:.3f} bpp", flush=True)
+
     t0, ema = time.time(), None
     timing_from = None
     if args.minutes is not None:
@@ -372,9 +382,7 @@ def main(argv=None):
             print(f"step {step}: wall-clock budget spent, stopping", flush=True)
             args.steps = step
             if not history or history[-1]["step"] != step:
-                vpsnr, vkl = evaluate(model, crops, device)
-                history.append({"step": step, "val_psnr_mean_recon": round(vpsnr, 3),
-                                "val_kl_bpp": round(vkl, 4)})
+                validate()
             save(ema["loss"])
             break
         if args.minutes is not None and step - start_step == args.timing_steps:
@@ -384,7 +392,7 @@ def main(argv=None):
             # Fix the step count that fits the budget (keeping 5 % for the exports).
             per_step = (time.time() - timing_from[0]) / args.timing_steps
             left = 60 * args.minutes * 0.95 - (time.time() - started)
-            args.steps = step + max(int(left / per_step), 0)
+            args.steps = step + max(int(left / per_step), 1)
             print(f"budget: {per_step * 1e3:.1f} ms/step, training to step {args.steps}", flush=True)
         for g in opt.param_groups:
             g["lr"] = learning_rate(step)
@@ -408,14 +416,7 @@ def main(argv=None):
             print(f"step {step} loss/px {ema['loss']:.4f} KL {ema['kl_bpp']:.3f} bpp "
                   f"PSNR(sample) {ema['psnr']:.2f} dB  {dt:.3f} s/step", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
-            vpsnr, vkl = evaluate(model, crops, device)
-            entry = {"step": step, "val_psnr_mean_recon": round(vpsnr, 3),
-                     "val_kl_bpp": round(vkl, 4), "train_loss_per_px": round(ema["loss"], 5),
-                     "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            history.append(entry)
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(entry) + "\n")
-            print(f"VALID step {step}: mean-recon PSNR {vpsnr:.2f} dB, KL {vkl:.3f} bpp", flush=True)
+            validate()
         if step % args.export_every == 0 or step == args.steps:
             save(ema["loss"])
     return 0
