@@ -10,8 +10,9 @@ measured on RGB uint8 pixels (:mod:`bac_ref.evaluate`).  What each codec is::
 
     image --g_a--> (mu, sigma) --+-- vbq      VBQ(lam) + .bac entropy model   -> whole .bac file
                                  +-- vbq2     the same, second pass (SPEC §5.4) -> whole .bac file
-            (one model)          +-- blind    VBQ(lam), sigma := per-channel RMS  \
-                                 +-- uniform  n equal bins per channel             | payload from the
+            (one model)          +-- blind    vbq with sigma := per-channel RMS -> whole .bac file
+                                 +-- blind2   vbq2 with the same sigma         -> whole .bac file
+                                 +-- uniform  n equal bins per channel             \ payload from the
                                  +-- kmeans   k 1-D centroids per channel          | same range coder
                                  +-- rounding rint(mu / step)                     /  + 32 bytes
                       zhat --g_s--> x_hat --round--> pixels
@@ -27,7 +28,12 @@ measured on RGB uint8 pixels (:mod:`bac_ref.evaluate`).  What each codec is::
   shipped model); size = the whole .bac
   file (32-byte header included); pixels from the encoder's zhat, which is
   bit-identical to the decoder's (SPEC.md §4.2; tests/test_codec.py).
-* baselines (:mod:`bac_ref.baselines`; SPEC.md §12): per-channel parameters and
+* blind / blind2: the uncertainty-blind ablation (SPEC.md §12): the codec
+  itself, first / second pass, with every sigma replaced by its channel's RMS
+  over the fitting set (``BlindVBQ.sigma_c``), so that it differs from vbq /
+  vbq2 in sigma alone; size = the whole .bac file, which the ordinary decoder
+  reads.
+* uniform, kmeans, rounding (:mod:`bac_ref.baselines`; SPEC.md §12): per-channel parameters and
   static 24-bit tables fitted on the posterior (mu, sigma) of ``--fit-images``
   TRAINING images (``bac_ref.release.training_images``; never the benchmark
   images; cached in DIR/baselines.npz); size = range-coder payload +
@@ -62,6 +68,7 @@ only when used.  Kodak is a test set: this module only measures on it.
 """
 from __future__ import annotations
 
+import copy
 import glob
 import hashlib
 import io
@@ -78,11 +85,14 @@ from . import evaluate
 from .weights import sha256_file
 
 RESULT_VERSION = 1
-CODECS = ("vbq", "vbq2", "jpeg", "webp", "avif", "uniform", "kmeans", "blind", "rounding")
-BASELINE_CODECS = ("uniform", "kmeans", "blind", "rounding")
+CODECS = ("vbq", "vbq2", "jpeg", "webp", "avif", "uniform", "kmeans", "blind", "blind2",
+          "rounding")
+BASELINE_CODECS = ("uniform", "kmeans", "blind", "blind2", "rounding")   # fitted on training images
+BLIND_CODECS = ("blind", "blind2")            # coded by the codec itself, sigma := sigma_c
 LATENT_CODECS = ("vbq", "vbq2") + BASELINE_CODECS
 PILLOW_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
-PARAM_NAME = {"vbq": "lam", "vbq2": "lam", "blind": "lam", "jpeg": "quality", "webp": "quality",
+PARAM_NAME = {"vbq": "lam", "vbq2": "lam", "blind": "lam", "blind2": "lam",
+              "jpeg": "quality", "webp": "quality",
               "avif": "quality", "uniform": "levels", "kmeans": "k", "rounding": "step"}
 DEFAULT_LAMBDAS = tuple(float(v) for v in 2.0 ** np.linspace(-3, 9, 13))   # 0.125 .. 512
 DEFAULT_QUALITIES = (1, 3, 5, 8, 12, 16, 24, 32, 48, 64, 80, 90, 95)
@@ -122,10 +132,10 @@ class BenchConfig:
 
     def settings(self, codec: str) -> tuple:
         grid = {"vbq": self.lambdas, "vbq2": self.lambdas, "blind": self.lambdas,
-                "jpeg": self.qualities,
+                "blind2": self.lambdas, "jpeg": self.qualities,
                 "webp": self.qualities, "avif": self.qualities, "uniform": self.levels,
                 "kmeans": self.levels, "rounding": self.steps}[codec]
-        if codec in ("vbq", "vbq2", "blind", "rounding"):
+        if codec in ("vbq", "vbq2", "blind", "blind2", "rounding"):
             return tuple(float(v) for v in grid)
         return tuple(int(v) for v in grid)
 
@@ -264,13 +274,16 @@ def load_or_fit_baselines(model, cfg: BenchConfig, out_dir: str, images, log) ->
     fit_id hashes the model id, the code fingerprint, max_depth and the fitting files.
     """
     from .codec import model_prior
-    wanted = [(c, v) for c in cfg.codecs if c in BASELINE_CODECS for v in cfg.settings(c)]
+    # blind2 uses blind's fit (sigma_c does not depend on the pass)
+    fit_as = {"blind2": "blind"}
+    wanted = sorted({(fit_as.get(c, c), v) for c in cfg.codecs if c in BASELINE_CODECS
+                     for v in cfg.settings(c)}, key=lambda cv: (cv[0], cv[1]))
     if not wanted:
         return {}, None
     train_dir = cfg.train_dir or default_train_dir()
     if train_dir is None or not os.path.isdir(train_dir):
         raise BenchError("the baselines are fitted on training images: pass --train-dir DIR "
-                         "(or leave uniform,kmeans,blind,rounding out with --codecs)")
+                         "(or leave uniform,kmeans,blind,blind2,rounding out with --codecs)")
     files = fit_files(train_dir, cfg.fit_images)
     bench_real = {os.path.realpath(f) for f in images}
     clash = [f for f in files if os.path.realpath(f) in bench_real]
@@ -374,6 +387,8 @@ def _provenance(codec, model, fit_id, cfg) -> str:
     text = f"model {model.model_id[:16]}, code {code_fingerprint()}"
     if codec in ("vbq", "vbq2"):
         return text + f", max_depth {cfg.max_depth}"
+    if codec in BLIND_CODECS:
+        return text + f", fit {fit_id}, coded as .bac"
     return text + f", fit {fit_id}"
 
 
@@ -424,6 +439,13 @@ class _ImageJob:
             self._analysed = _Analysed(self.img, self.model, self.cfg.max_depth)
         return self._analysed
 
+    def blind_analysed(self, sigma_c):
+        """The encoder's view of this image with every sigma := its channel's sigma_c."""
+        blind = copy.copy(self.analysed)
+        blind.sigma = np.ascontiguousarray(
+            np.broadcast_to(np.asarray(sigma_c, dtype=np.float64)[:, None, None], blind.mu.shape))
+        return blind
+
     def _synth(self, zhat):
         from .codec import to_pixels
         x_hat = self.model.synthesis(zhat.astype(np.float32), size=(self.height, self.width))
@@ -437,9 +459,13 @@ class _ImageJob:
             if codec in ("vbq", "vbq2"):
                 enc = self.analysed.encode(v, second_pass=codec == "vbq2")
                 nbytes, rec = len(enc.data), self._synth(enc.zhat)
+            elif codec in BLIND_CODECS:
+                q = self.quantizers[("blind", setting_key("blind", v))]
+                enc = self.blind_analysed(q.sigma_c).encode(v, second_pass=codec == "blind2")
+                nbytes, rec = len(enc.data), self._synth(enc.zhat)
             elif codec in BASELINE_CODECS:
                 q = self.quantizers[(codec, setting_key(codec, v))]
-                r = q.quantize(self.analysed.mu)                            # sigma unused by all four
+                r = q.quantize(self.analysed.mu)                            # sigma unused by all three
                 nbytes = len(q.encode(r.symbols)) + BASELINE_HEADER_BYTES
                 rec = self._synth(r.zhat)
             else:
@@ -604,7 +630,8 @@ def markdown(summary) -> str:
 
 
 LEGEND = {"vbq2": "vbq2: VBQ, the codec's default (2nd pass)", "vbq": "vbq: VBQ, first pass only",
-          "blind": "blind: VBQ without sigma (1st pass)"}
+          "blind": "blind: VBQ without sigma (1st pass)",
+          "blind2": "blind2: VBQ without sigma (2nd pass)"}
 
 
 def plot(summary, path) -> bool:
@@ -619,7 +646,8 @@ def plot(summary, path) -> bool:
     styles = {"vbq": ("C3", "o", 2.2), "vbq2": ("C9", "o", 2.2), "jpeg": ("C0", "s", 1.4),
               "webp": ("C2", "^", 1.2),
               "avif": ("C4", "v", 1.2), "uniform": ("C5", "<", 1.0), "kmeans": ("C6", ">", 1.0),
-              "blind": ("C1", "D", 1.4), "rounding": ("C7", "x", 1.0)}
+              "blind": ("C1", "D", 1.4), "blind2": ("C8", "d", 1.4),
+              "rounding": ("C7", "x", 1.0)}
     xmax = 2.5
     for ax, metric in zip(axes, ("psnr", "ms_ssim")):
         for codec, pts in summary["mean"].items():

@@ -45,7 +45,7 @@ PROG = "bac-ref"
 DEFAULT_LAMBDA = 3.0
 PROGRESS_DELAY = 2.0                 # seconds of work before progress is shown
 DEMO_IMAGE = "kodim23.png"
-DEMO_LAMBDAS = (10.0, 2.0, 0.1)      # kodim23: 0.143, 0.320, 1.088 bpp (100k-step model)
+DEMO_LAMBDAS = (10.0, 2.0, 0.1)      # kodim23: 0.127, 0.283, 1.018 bpp (160k-step model)
 DEBUG_ENV = "BAC_REF_DEBUG"
 
 

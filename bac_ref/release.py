@@ -85,6 +85,20 @@ def main(argv=None):
     return 0
 
 
+def _training_lines(meta: dict) -> list:
+    """The card's training bullet: one line, or one sub-bullet per phase (meta["phases"])."""
+    head = (f"* Training: negative ELBO, Gaussian likelihood variance {meta.get('likelihood_variance')} "
+            f"on pixels in [0, 1], N(0, I) prior, Adam, random crops with flips; "
+            f"**{meta.get('steps')} steps** (`python -m bac_ref.train`)")
+    phases = meta.get("phases")
+    if not phases:
+        return [head + f", batch {meta.get('batch')} of {meta.get('crop')}x{meta.get('crop')} "
+                "crops, PyTorch 2.13 CPU, 1-2 threads."]
+    return [head + f", in {len(phases)} phases:"] + [
+        f"  * steps {ph['from']:,} to {ph['to']:,}: batch {ph['batch']} of {ph['crop']}x{ph['crop']} "
+        f"crops; {ph['hardware']}; {ph['data']}." for ph in phases]
+
+
 def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> str:
     """pretrained_npz/README.md: data, steps, training curve, Kodak figures, file size.
 
@@ -99,10 +113,7 @@ def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> st
         f"* Architecture: {meta['architecture']} (Balle et al. 2017 transforms as a Gaussian VAE, "
         f"SPEC.md §7), N = {meta['N']}, M = {meta['M']}.",
         f"* g_a: {meta.get('g_a')}; g_s: {meta.get('g_s')}.",
-        f"* Training: negative ELBO, Gaussian likelihood variance {meta.get('likelihood_variance')} "
-        f"on pixels in [0, 1], N(0, I) prior, Adam, batch {meta.get('batch')} of "
-        f"{meta.get('crop')}x{meta.get('crop')} random crops with flips; "
-        f"**{meta.get('steps')} steps** (`python -m bac_ref.train`, PyTorch 2.13 CPU, 1-2 threads).",
+        *_training_lines(meta),
         f"* Training data: {len(meta.get('training_data', []))} images of ../shared/data/train "
         "(bsds500, debian, wikipedia; the list is in the file's metadata, `meta_json`); "
         f"validation: {len(meta.get('validation_data', []))} images (every 25th file). "
@@ -125,10 +136,17 @@ def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> st
               "| step | mean-reconstruction PSNR (dB) | KL (bits/pixel) | train loss/px |",
               "|---:|---:|---:|---:|"]
     for h in hist:
-        lines.append(f"| {h['step']} | {h['val_psnr_mean_recon']:.2f} | {h['val_kl_bpp']:.3f} | "
-                     f"{h['train_loss_per_px']:.3f} |")
+        loss = h.get("train_loss_per_px")
+        mark = " *" if h.get("val_images") else ""
+        lines.append(f"| {h['step']}{mark} | {h['val_psnr_mean_recon']:.2f} | {h['val_kl_bpp']:.3f} | "
+                     f"{'' if loss is None else f'{loss:.3f}'} |")
+    marked = sorted({h["val_images"] for h in hist if h.get("val_images")})
+    if marked:
+        lines += ["", "\\* measured on " + "; ".join(marked) + " of the validation images "
+                  "(not comparable with the unmarked rows; the notes above say by how much). The loss "
+                  "is per pixel of the training crops, so it changes with the crop size too."]
     lines += ["", "Resume training from this file (a fresh Adam state):", "",
-              "    python -m bac_ref.train --resume pretrained_npz/" + name + " --steps 100000",
+              "    python -m bac_ref.train --resume pretrained_npz/" + name + " --steps 200000",
               "    python -m bac_ref.release --weights runs/vae/model.npz", ""]
     path = os.path.join(os.path.dirname(os.path.abspath(npz_path)), "README.md")
     with open(path, "w") as fh:

@@ -8,6 +8,7 @@ folder (the real runs fit on ../shared/data/train, never on Kodak).
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -15,7 +16,7 @@ import os
 import numpy as np
 import pytest
 
-from bac_ref import bench, cli, codec
+from bac_ref import bench, cli, codec, evaluate
 from bac_ref.imageio import write_png
 
 PIL = pytest.importorskip("PIL", reason="the jpeg codec of the bench needs Pillow")
@@ -105,14 +106,14 @@ def test_mini_bench_vbq_jpeg_real_sizes_and_resume(crop, tmp_path, monkeypatch):
 def test_baselines_fit_cache_and_sizes(crop, train_dir, tmp_path, monkeypatch):
     path, pixels = crop
     out = tmp_path / "out"
-    cfg = bench.BenchConfig(codecs=("uniform", "kmeans", "blind", "rounding"), lambdas=(3.0,),
-                            levels=(4,), steps=(1.0,), train_dir=str(train_dir), fit_images=40,
-                            plot=False)
+    cfg = bench.BenchConfig(codecs=("uniform", "kmeans", "blind", "blind2", "rounding"),
+                            lambdas=(3.0,), levels=(4,), steps=(1.0,), train_dir=str(train_dir),
+                            fit_images=40, plot=False)
     s = bench.run([path], out, cfg, quiet=True)
-    assert s["computed"] == 4 and s["baselines"]["fit_images"] == 2
+    assert s["computed"] == 5 and s["baselines"]["fit_images"] == 2
     manifest = json.loads((out / "baselines.json").read_text())
     assert manifest["files"] == ["t1.png", "t2.png"]
-    assert len(manifest["settings"]) == 4
+    assert len(manifest["settings"]) == 4                  # blind2 uses blind's fit
 
     # the cached quantizers are the fitted ones, and a baseline's size is payload + 32 bytes
     monkeypatch.setattr(bench, "_training_latents", lambda *a: pytest.fail("refitted"))
@@ -123,6 +124,8 @@ def test_baselines_fit_cache_and_sizes(crop, train_dir, tmp_path, monkeypatch):
     rec = json.loads((out / "images" / "crop.json").read_text())
     a = codec._Analysed(pixels, model, 10)
     for (name, key), q in quantizers.items():
+        if name == "blind":
+            continue                                    # coded as .bac: the next test
         r = q.quantize(a.mu)
         data = q.encode(r.symbols)
         np.testing.assert_array_equal(q.decode(data, r.symbols.shape), r.symbols)
@@ -130,6 +133,32 @@ def test_baselines_fit_cache_and_sizes(crop, train_dir, tmp_path, monkeypatch):
         zhat = q.reconstruct(r.symbols)
         np.testing.assert_array_equal(zhat, r.zhat)
     assert bench.run([path], out, cfg, quiet=True)["computed"] == 0
+
+
+def test_blind_is_vbq_with_channel_sigma_in_a_real_bac_file(crop, train_dir, tmp_path):
+    """blind / blind2 differ from vbq / vbq2 in sigma alone; their files decode as any .bac."""
+    path, pixels = crop
+    out = tmp_path / "out"
+    cfg = bench.BenchConfig(codecs=("vbq", "vbq2", "blind", "blind2"), lambdas=(1.0,),
+                            train_dir=str(train_dir), fit_images=40, plot=False)
+    bench.run([path], out, cfg, quiet=True)
+    rec = json.loads((out / "images" / "crop.json").read_text())["results"]
+    model = codec.get_model(None)
+    quantizers, _ = bench.load_or_fit_baselines(model, cfg, str(out), [str(path)], lambda m: None)
+    sigma_c = quantizers[("blind", "lam=1")].sigma_c
+    a = codec._Analysed(pixels, model, 10)
+    for name, second in (("blind", False), ("blind2", True)):
+        blind = copy.copy(a)
+        blind.sigma = np.broadcast_to(sigma_c[:, None, None], a.mu.shape).astype(np.float64)
+        enc = blind.encode(1.0, second_pass=second)
+        assert rec[name]["lam=1"]["bytes"] == len(enc.data)
+        dec = codec.decompress(enc.data, model=model)
+        psnr = evaluate.psnr(pixels, dec)
+        assert rec[name]["lam=1"]["psnr"] == pytest.approx(psnr, abs=1e-9)
+        # the same image through the codec with its own sigma is a different file
+        assert a.encode(1.0, second_pass=second).data != enc.data
+        assert rec[name.replace("blind", "vbq")]["lam=1"]["bytes"] == len(
+            a.encode(1.0, second_pass=second).data)
 
 
 def test_fitting_set_must_not_contain_benchmark_images(crop, tmp_path):

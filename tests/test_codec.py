@@ -119,7 +119,16 @@ def test_max_depth(crop):
 
 def test_lambda_zero_and_huge(crop):
     enc0, dec0 = _round_trip(crop, 0.0)
-    assert enc0.depth.min() >= 1
+    # lambda = 0 is pure distortion: every latent gets the grid point nearest to mu among all
+    # 2^11 - 1 (the depth-0 median too, for a mu within half a finest step of it)
+    a = codec._Analysed(crop, None, 10)
+    j = np.arange(1, 2 ** 11)
+    d, k = vbq.grid_depth_index(j, 10)
+    m = a.mu.shape[0]
+    grid = vbq.dequantize(np.broadcast_to(d, (m, j.size)), np.broadcast_to(k, (m, j.size)),
+                          codec.model_prior(a.model), axis=0)                   # (M, 2047)
+    nearest = np.min((grid[:, :, None, None] - a.mu[:, None]) ** 2, axis=1)
+    np.testing.assert_array_equal((enc0.zhat - a.mu) ** 2, nearest)
     mid = codec.compress_details(crop, 3.0)
     assert len(enc0.data) > len(mid.data)
     assert codec.psnr(crop, dec0.pixels) >= codec.psnr(crop, codec.decompress(mid.data)) - 0.5

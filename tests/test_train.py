@@ -4,7 +4,6 @@ A tiny VAE (N = M = 8) on three random 64x64 images, a few steps each: this chec
 plumbing (files written, steps counted, the learning rate a fine-tune sees), not quality.
 """
 import json
-import os
 
 import numpy as np
 import pytest
