@@ -8,7 +8,7 @@ description of every byte and every integer this package produces;
 from .errors import BitstreamError, ModelFileError
 
 __version__ = "0.1.0"
-SPEC_VERSION = "0.3"
+SPEC_VERSION = "0.4"
 
 __all__ = ["BitstreamError", "ModelFileError", "__version__", "SPEC_VERSION", "load_model",
            "compress", "decompress"]

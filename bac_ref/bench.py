@@ -20,7 +20,7 @@ measured on RGB uint8 pixels (:mod:`bac_ref.evaluate`).  What each codec is::
 
 * vbq2: the codec's default, VBQ with the paper's second pass (SPEC.md §5.4:
   the depth cost replaced by the image's own per-channel depth code lengths,
-  as in the authors' code); the flag travels in the header.
+  as in the authors' code, in three rounds); the flag travels in the header.
 * vbq: the first pass alone (``--no-second-pass``, the paper's plain objective):
   :class:`bac_ref.codec._Analysed` (posterior once per image) and
   ``.encode(lam, second_pass=False)`` for a lambda grid (default

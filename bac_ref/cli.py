@@ -521,8 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VBQ grid depth 1..16 (default 10)")
     c.add_argument("--second-pass", action=argparse.BooleanOptionalAction, default=True,
                    help="requantize with per-channel depth code lengths, the paper's second "
-                        "pass (SPEC.md §5.4; default: on; --no-second-pass for the first pass "
-                        "only)")
+                        "pass, in three rounds (SPEC.md §5.4; default: on; --no-second-pass for "
+                        "the first pass only)")
     c.add_argument("--no-psnr", dest="report_psnr", action="store_false",
                    help="do not report the PSNR (it costs one synthesis g_s, about 0.13 s "
                         "for 768x512 on an idle 2-core machine)")

@@ -133,8 +133,7 @@ def encode_arrays(inp: dict, model=None):
     prior = case_prior(inp, model)
     q = vbq.quantize(mu, sigma, lam, prior, n, axis=0)
     if second:
-        lengths = vbq.depth_code_lengths(q.depth, n, model.M, axis=0)
-        q = vbq.quantize(mu, sigma, lam, prior, n, code_length=lengths, axis=0)
+        q = vbq.second_pass(q, mu, sigma, lam, prior, n, model.M, axis=0)
     payload = entropy_model.encode_symbols(q.depth, q.index, n)
     header = bitstream.Header(height=height, width=width,
                               lam=float(lam.max()) if lam.size else 0.0, max_depth=n,

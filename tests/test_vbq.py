@@ -270,6 +270,24 @@ def test_depth_code_lengths_formula():
     assert r.depth.shape == (2, 3)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2 ** 32 - 1), st.sampled_from([0.3, 3.0, 30.0]), st.integers(1, 6))
+def test_second_pass_rounds_and_early_stop(seed, lam, rounds):
+    # vbq.second_pass (SPEC.md §5.4) = `rounds` plain rounds, each on the previous depths;
+    # stopping at a repeated depth map changes nothing
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal((3, 4, 5)) * rng.uniform(0.2, 3.0, (3, 1, 1))
+    sigma = np.exp(rng.uniform(-3, 1, mu.shape))
+    prior = P.standard_normal()
+    q = first = vbq.quantize(mu, sigma, lam, prior, 6, axis=0)
+    for _ in range(rounds):
+        cl = vbq.depth_code_lengths(q.depth, 6, num_channels=3, axis=0)
+        q = vbq.quantize(mu, sigma, lam, prior, 6, code_length=cl, axis=0)
+    got = vbq.second_pass(first, mu, sigma, lam, prior, 6, 3, axis=0, rounds=rounds)
+    assert np.array_equal(got.depth, q.depth) and np.array_equal(got.index, q.index)
+    assert np.array_equal(got.zhat, q.zhat)
+
+
 def test_log2_fixed_pinned_values():
     # SPEC.md §5.4 quotes these for implementers
     assert [vbq.log2_fixed(x) for x in (1, 2, 3, 1000, 10 ** 12)] == [
