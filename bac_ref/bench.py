@@ -230,7 +230,7 @@ def fit_files(train_dir: str, n: int) -> list:
     from .release import training_images
     files = training_images(train_dir)
     if not files:
-        raise BenchError(f"{train_dir}: no training images (*.png / *.jpg) found")
+        raise BenchError(f"{train_dir}: no training images (*.png / *.jpg / *.webp) found")
     return files[:: max(1, len(files) // n)][:n]
 
 
@@ -277,7 +277,7 @@ def load_or_fit_baselines(model, cfg: BenchConfig, out_dir: str, images, log) ->
     # blind2 uses blind's fit (sigma_c does not depend on the pass)
     fit_as = {"blind2": "blind"}
     wanted = sorted({(fit_as.get(c, c), v) for c in cfg.codecs if c in BASELINE_CODECS
-                     for v in cfg.settings(c)}, key=lambda cv: (cv[0], cv[1]))
+                     for v in cfg.settings(c)})
     if not wanted:
         return {}, None
     train_dir = cfg.train_dir or default_train_dir()

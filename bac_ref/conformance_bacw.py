@@ -128,7 +128,7 @@ def _same_bits(want: np.ndarray, got) -> None:
     if bad.size:
         v, d = np.unravel_index(bad[0], want.shape)
         raise CaseFailure(f"zhat differs in {bad.size} entries, first [{v}, {d}]: "
-                    f"{got[v, d]!r} != {want[v, d]!r}")
+                          f"{got[v, d]!r} != {want[v, d]!r}")
 
 
 def _run(template, inp, out, timeout):
@@ -193,7 +193,7 @@ def _check_case(name, entry, case: Path, decoder, encoder, timeout):
                 at = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b),
                           min(len(expected), len(got)))
                 raise CaseFailure(f"encoder bytes differ from expected.bacw at byte {at} "
-                            f"(sizes {len(got)} / {len(expected)})")
+                                  f"(sizes {len(got)} / {len(expected)})")
     return None
 
 

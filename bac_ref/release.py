@@ -25,13 +25,27 @@ from .priors import fit_empirical_prior
 from .weights import PARAM_LAYOUT, export_npz, load_npz_arrays
 
 
+IMAGE_EXTENSIONS = ("png", "jpg", "webp")
+
+
+def image_files(root: str) -> list:
+    """Every *.png / *.jpg / *.webp below ``root``, sorted by path, Kodak left out."""
+    import glob
+    files = sorted(f for ext in IMAGE_EXTENSIONS
+                   for f in glob.glob(os.path.join(root, "**", "*." + ext), recursive=True))
+    return [f for f in files if "kodak" not in f.lower()]
+
+
+def split_train_val(files, every: int = 25):
+    """Deterministic split (bac_ref.train's): every 25th file (sorted by path) is validation."""
+    val = [f for i, f in enumerate(files) if i % every == 0]
+    train = [f for i, f in enumerate(files) if i % every != 0]
+    return train, val
+
+
 def training_images(root: str):
     """The training split of bac_ref.train (sorted; every 25th file is validation)."""
-    import glob
-    files = sorted(glob.glob(os.path.join(root, "**", "*.png"), recursive=True)
-                   + glob.glob(os.path.join(root, "**", "*.jpg"), recursive=True))
-    files = [f for f in files if "kodak" not in f.lower()]
-    return [f for i, f in enumerate(files) if i % 25 != 0]
+    return split_train_val(image_files(root))[0]
 
 
 def posterior_means(model, files, progress=True):

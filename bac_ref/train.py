@@ -30,7 +30,6 @@ that fits the budget is fixed, and the cosine schedule runs to it.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
@@ -48,6 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
         "bac_ref.train needs PyTorch: pip install 'bac_ref[train]' "
         "(CPU wheel: pip install torch==2.13.0)") from exc
 
+from .release import image_files, split_train_val  # noqa: E402,F401 (split: also for callers)
 from .weights import export_npz  # noqa: E402
 
 # ---------------------------------------------------------------------------
@@ -181,19 +181,10 @@ def neg_elbo(model, x, variance, generator=None):
 # Data: random crops and flips from ../shared/data/train (never Kodak)
 # ---------------------------------------------------------------------------
 def list_images(root: str):
-    files = sorted(f for ext in ("png", "jpg", "webp")
-                   for f in glob.glob(os.path.join(root, "**", "*." + ext), recursive=True))
-    files = [f for f in files if "kodak" not in f.lower()]
+    files = image_files(root)
     if not files:
         raise SystemExit(f"no training images under {root}")
     return files
-
-
-def split_train_val(files, every: int = 25):
-    """Deterministic split: every 25th file (sorted by path) is validation."""
-    val = [f for i, f in enumerate(files) if i % every == 0]
-    train = [f for i, f in enumerate(files) if i % every != 0]
-    return train, val
 
 
 def load_rgb(path: str) -> np.ndarray:
