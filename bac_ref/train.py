@@ -390,7 +390,8 @@ def main(argv=None):
         else:
             from .weights import load_npz_arrays
             arrays, meta = load_npz_arrays(args.resume)
-            arrays = {k: v.astype(np.float32) for k, v in arrays.items()}  # wip files: float16
+            arrays = {k: v.astype(np.float32) for k, v in arrays.items()  # wip files: float16
+                      if k.startswith(("g_a.", "g_s."))}
             if args.widen:
                 arrays = widen_params(arrays, args.n, args.m, seed=args.seed)
                 print(f"widened N={meta.get('N')}, M={meta.get('M')} to N={args.n}, "
