@@ -80,3 +80,56 @@ def test_wall_clock_budget_stops_and_exports(tmp_path, toy_data, capsys):
     assert meta["history"][-1]["step"] == meta["steps"]
     log = [json.loads(line) for line in open(out / "train_log.jsonl")]
     assert log[-1]["step"] == meta["steps"]
+
+
+def test_widened_model_computes_the_same_function_and_learns():
+    torch.manual_seed(0)
+    narrow = train.GaussianVAE(8, 6)
+    with torch.no_grad():  # a model that is not at its initialisation
+        for p in narrow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    params = narrow.effective_params()
+    wide = train.GaussianVAE(12, 10)
+    wide.load_effective_params(train.widen_params(params, 12, 10, seed=1))
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        mu0, lv0 = narrow.analysis(x)
+        mu1, lv1 = wide.analysis(x)
+        torch.testing.assert_close(mu1[:, :6], mu0, rtol=0, atol=1e-6)
+        torch.testing.assert_close(lv1[:, :6], lv0, rtol=0, atol=1e-6)
+        assert lv1[:, 6:].abs().max() == 0                  # new latents: sigma = 1, no KL
+        assert 0 < mu1[:, 6:].abs().max() < 0.05             # ... and mu near 0
+        torch.testing.assert_close(wide.synthesis(mu1), narrow.synthesis(mu0),
+                                   rtol=0, atol=1e-6)
+    # The zero weights out of the new channels still receive gradient.
+    loss, _, _ = train.neg_elbo(wide, x, 0.001)
+    loss.backward()
+    w = wide.g_s["deconv0"].weight.grad                     # (M, N, 5, 5): rows = inputs
+    assert w[6:, :8].abs().sum() > 0
+    with pytest.raises(ValueError, match="narrow"):
+        train.widen_params(params, 4, 6)
+
+
+def test_bf16_autocast_runs_the_transforms_in_bfloat16():
+    model = train.GaussianVAE(8, 8)
+    seen = []
+    model.g_a["conv1"].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    model.g_s["deconv1"].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    x = torch.rand(2, 3, 32, 32)
+    loss16, kl16, _ = train.neg_elbo(model, x, 0.001, torch.Generator().manual_seed(0), bf16=True)
+    assert seen == [torch.bfloat16, torch.bfloat16]
+    assert loss16.dtype == torch.float32 and kl16.dtype == torch.float32
+    seen.clear()
+    loss32, _, _ = train.neg_elbo(model, x, 0.001, torch.Generator().manual_seed(0), bf16=False)
+    assert seen == [torch.float32, torch.float32]
+    assert abs(loss16.item() - loss32.item()) < 0.02 * abs(loss32.item())
+
+
+def test_resume_widened_from_a_model_file(tmp_path, toy_data, capsys):
+    out = run(tmp_path, toy_data, "--steps", "2")
+    run(tmp_path, toy_data, "--resume", str(out / "model.npz"), "--widen",
+        "--n", "12", "--m", "10", "--steps", "3")
+    arrays, meta = load_npz_arrays(str(out / "model.npz"))
+    assert (meta["N"], meta["M"], meta["steps"]) == (12, 10, 3)
+    assert arrays["g_a.conv2.weight"].shape == (20, 12, 5, 5)
+    assert "widened N=8, M=8 to N=12, M=10" in capsys.readouterr().out
