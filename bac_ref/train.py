@@ -370,10 +370,19 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--export-every", type=int, default=5000)
     args = p.parse_args(argv)
+    # Denormals made a fresh model's float32 CPU steps 10x slower: flush them while
+    # training, and restore the default (the flag is process-wide) when done.
+    torch.set_flush_denormal(True)
+    try:
+        return _train(args)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train(args):
 
     started = time.time()
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # denormals made fresh models' CPU steps 10x slower
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     if device.type == "cuda":

@@ -133,3 +133,9 @@ def test_resume_widened_from_a_model_file(tmp_path, toy_data, capsys):
     assert (meta["N"], meta["M"], meta["steps"]) == (12, 10, 3)
     assert arrays["g_a.conv2.weight"].shape == (20, 12, 5, 5)
     assert "widened N=8, M=8 to N=12, M=10" in capsys.readouterr().out
+
+
+def test_training_leaves_denormals_alone_afterwards(tmp_path, toy_data):
+    run(tmp_path, toy_data, "--steps", "1")
+    tiny = torch.tensor([5e-324], dtype=torch.float64)   # the smallest subnormal
+    assert (tiny * 1.0).item() == 5e-324                  # not flushed to zero
