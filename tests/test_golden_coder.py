@@ -5,10 +5,12 @@ the operations to code; payload.bin holds the exact bytes the encoder must
 write.  MANIFEST.json lists every case with the sha256 of every file and
 what the case exercises.
 
-The default run fails on any mismatch.  Goldens are rewritten only when
-BAC_REF_REGENERATE_GOLDEN=1 is set (then every payload is also checked
+The default run fails on any mismatch.  Goldens are rewritten only by the one
+command that rewrites every pinned file (SPEC.md §11.5),
+``BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate``,
+which calls :func:`regenerate` below (every payload is then also checked
 against constriction 0.5.0 and the independent held-word reference of
-test_rangecoder.py before it is written).
+test_rangecoder.py before it is written); no test rewrites them.
 
 input.json format::
 
@@ -25,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import random
 from pathlib import Path
 
@@ -36,7 +37,6 @@ from bac_ref.intmodels import AdaptiveBinaryModel, AdaptiveModel, cdf_from_count
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "data" / "golden" / "coder"
 MANIFEST = GOLDEN_DIR / "MANIFEST.json"
-REGENERATE = os.environ.get("BAC_REF_REGENERATE_GOLDEN") == "1"
 TOTAL = 1 << 24
 
 
@@ -109,7 +109,7 @@ def op_tables(case):
 
 
 # ---------------------------------------------------------------------------
-# Generating the cases (only with BAC_REF_REGENERATE_GOLDEN=1)
+# Generating the cases (only through python -m bac_ref.conformance --generate)
 # ---------------------------------------------------------------------------
 
 def _helpers():
@@ -262,7 +262,7 @@ def regenerate():
                        "payload.bin = the exact bytes Encoder writes for input.json's ops; "
                        "decoding payload.bin gives the ops' symbols and passes check_end().",
         "spec": "SPEC.md §2 (range coder), §3 (integer models)",
-        "input_format": "see tests/test_golden_coder.py",
+        "input_format": "SPEC.md §11.2 (data/golden/coder)",
         "cases": [],
     }
     for case_id, description, exercises, case in build_cases():
@@ -285,18 +285,16 @@ def regenerate():
         })
     MANIFEST.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n",
                         encoding="utf-8")
+    return [c["id"] for c in manifest["cases"]]
 
 
 # ---------------------------------------------------------------------------
 # Tests
 # ---------------------------------------------------------------------------
 
-if REGENERATE:
-    regenerate()
-
-
 def _manifest():
-    assert MANIFEST.exists(), "golden vectors missing: run with BAC_REF_REGENERATE_GOLDEN=1"
+    assert MANIFEST.exists(), ("golden vectors missing: BAC_REF_REGENERATE_VECTORS=1 "
+                               "python -m bac_ref.conformance --generate")
     return json.loads(MANIFEST.read_text(encoding="utf-8"))
 
 
