@@ -35,6 +35,8 @@ Running (exit status 0 only when every case passes)::
     BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate data/vectors
     python -m bac_ref.conformance --fuzz 10000                             # hostile input
     python -m bac_ref.conformance --bacw [--decoder/--encoder CMD]         # .bacw (SPEC §13)
+    python -m bac_ref.conformance --coder                                  # coder goldens
+    python -m bac_ref.conformance --all                                    # all three sets
 
 ``{in}``/``{out}``: a decoder gets the .bac path and writes an .npz with
 ``depth``, ``index``, ``zhat`` (float64) and optionally ``image`` (uint8,
@@ -83,7 +85,7 @@ from . import bitstream, codec, conformance_bacw, entropy_model, priors
 from .conformance_cases import (
     DEFAULT_VECTORS, FORMAT, PIXEL_OFF_BY_ONE_SHARE, PIXEL_TOLERANCE, REGENERATE_CMD,
     REGENERATE_ENV, CaseFailure, _header_dict, _run_command, _sha256, _tail,
-    decode_coder_case, encode_arrays, encode_coder_case, read_npz,
+    check_golden_coder, decode_coder_case, encode_arrays, encode_coder_case, read_npz,
 )
 from .conformance_generate import _synthetic, generate, generate_all
 from .errors import BitstreamError, ModelFileError
@@ -355,6 +357,11 @@ def check(vectors=None, decoder=None, encoder=None, cases=None, timeout=DEFAULT_
         report(f"FAIL index: {conf_info['file']} has model id {cmodel.model_id[:16]}, "
                f"index.json says {conf_info.get('model_id')}")
         return {"passed": 0, "failed": 1, "warned": 0, "skipped": 0, "results": [("index", "FAIL")]}
+    for name, info in index.get("tables", {}).items():
+        tpath = root / info["file"]
+        if not tpath.exists() or _sha256(tpath.read_bytes()) != info["sha256"]:
+            results.append((name, "FAIL"))
+            report(f"FAIL {name}: {info['file']} missing or its sha256 differs from index.json")
     shipped = codec.get_model(model)
     current = shipped.model_id[:16]
     recorded = models.get("shipped", {})
@@ -676,6 +683,11 @@ def main(argv=None, prog=None) -> int:
     p.add_argument("--bacw", metavar="DIR", nargs="?", const=str(conformance_bacw.DEFAULT_FOLDER),
                    help="check the .bacw golden vectors (SPEC.md §13) instead of the .bac ones "
                    "(default folder: %(const)s); --decoder/--encoder apply to them")
+    p.add_argument("--coder", metavar="DIR", nargs="?", const="",
+                   help="check the range-coder golden vectors (SPEC.md §11.6; default folder: "
+                   "data/golden/coder) instead of the .bac ones")
+    p.add_argument("--all", action="store_true",
+                   help="check all three sets: .bac vectors, .bacw and coder goldens")
     p.add_argument("--case", action="append", metavar="ID", help="only this case (repeatable)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per command")
     p.add_argument("--model", help="model file (default: the default model)")
@@ -718,6 +730,24 @@ def main(argv=None, prog=None) -> int:
             if not args.quiet or not line.startswith(("PASS", "SKIP")):
                 print(line, flush=True)
 
+        if args.all:
+            if args.decoder or args.encoder:
+                print("--all checks bac_ref itself; use --decoder/--encoder with one set",
+                      file=sys.stderr)
+                return 2
+            ok = True
+            for name, run in (
+                    (".bac vectors", lambda: check(args.vectors, model=args.model, report=report)),
+                    (".bacw goldens", lambda: conformance_bacw.check(report=report)),
+                    ("coder goldens", lambda: check_golden_coder(report=report))):
+                print(f"== {name}", flush=True)
+                res = run()
+                ok = ok and res["failed"] == 0 and res["passed"] > 0
+            return 0 if ok else 1
+        if args.coder is not None:
+            res = check_golden_coder(args.coder or None, report=report,
+                                     cases=set(args.case) if args.case else None)
+            return 0 if res["failed"] == 0 and res["passed"] > 0 else 1
         if args.bacw:
             res = conformance_bacw.check(args.bacw, decoder=args.decoder, encoder=args.encoder,
                                          timeout=args.timeout, report=report,

@@ -57,6 +57,7 @@ REGENERATE_CMD = f"{REGENERATE_ENV}=1 python -m bac_ref.conformance --generate"
 # The conformance model (SPEC.md §11.2): small, frozen, kept beside the vectors, so that
 # a release of the shipped model changes no vector but the few made with it on purpose.
 CONFORMANCE_MODEL = "conformance-model-n16m12.npz"
+STD_NORMAL_FILE = "std_normal_k12.f64le"      # SPEC.md §4.4's table, raw (index.json "tables")
 SHIPPED_MODEL_CASES = ("image_128x128_kodim", "image_48x64_lam0", "image_64x64_second_pass")
 
 TOLERANCE = {
@@ -185,6 +186,90 @@ def decode_coder_case(case: dict, payload: bytes) -> list:
         out.append(dec.decode(case["tables"][a]) if kind == "table" else dec.decode_uniform(a))
     dec.check_end()
     return out
+
+
+# ---------------------------------------------------------------------------
+# data/golden/coder (SPEC.md §11.6): the range coder and the integer models of §3
+# ---------------------------------------------------------------------------
+def _golden_models(specs):
+    from .intmodels import AdaptiveBinaryModel, AdaptiveModel
+    models = []
+    for spec in specs:
+        if spec["kind"] == "adaptive":
+            models.append(AdaptiveModel(spec["n"], spec["init_counts"],
+                                        increment=spec["increment"], limit=spec["limit"]))
+        elif spec["kind"] == "binary":
+            models.append(AdaptiveBinaryModel(spec["init_counts"], increment=spec["increment"],
+                                              limit=spec["limit"]))
+        else:
+            raise ValueError(f"unknown model kind {spec['kind']!r}")
+    return models
+
+
+def encode_golden_coder_case(case: dict) -> bytes:
+    """payload.bin of a data/golden/coder case: its ops coded in order (SPEC.md §11.6)."""
+    from .intmodels import check_cdf
+    tables = [check_cdf(t) for t in case["tables"]]
+    models = _golden_models(case["models"])
+    enc = Encoder()
+    for kind, a, b in case["ops"]:
+        if kind == "table":
+            enc.encode(b, tables[a])
+        elif kind == "uniform":
+            enc.encode_uniform(b, a)
+        else:
+            models[a].encode(enc, b)
+    return enc.finish()
+
+
+def decode_golden_coder_case(case: dict, payload: bytes) -> list:
+    """The symbol of every op of a data/golden/coder case, decoded; check_end() included."""
+    from .intmodels import check_cdf
+    tables = [check_cdf(t) for t in case["tables"]]
+    models = _golden_models(case["models"])
+    dec = Decoder(payload)
+    out = []
+    for kind, a, _ in case["ops"]:
+        if kind == "table":
+            out.append(dec.decode(tables[a]))
+        elif kind == "uniform":
+            out.append(dec.decode_uniform(a))
+        else:
+            out.append(models[a].decode(dec))
+    dec.check_end()
+    return out
+
+
+def check_golden_coder(folder=None, report=print, cases=None) -> dict:
+    """Run data/golden/coder with bac_ref: sha256 of every file, exact payload, symbols."""
+    folder = Path(folder) if folder is not None else data_dir("golden", "coder")
+    mpath = folder / "MANIFEST.json"
+    if not mpath.exists():
+        report(f"FAIL index: {mpath} not found")
+        return {"passed": 0, "failed": 1, "skipped": 0, "results": [("index", "FAIL")]}
+    results = []
+    for entry in json.loads(mpath.read_text(encoding="utf-8"))["cases"]:
+        cid = entry["id"]
+        if cases is not None and cid not in cases:
+            continue
+        try:
+            for name, digest in entry["files"].items():
+                if _sha256((folder / cid / name).read_bytes()) != digest:
+                    raise CaseFailure(f"{name}: sha256 mismatch")
+            case = json.loads((folder / cid / "input.json").read_bytes())
+            payload = (folder / cid / "payload.bin").read_bytes()
+            if encode_golden_coder_case(case) != payload:
+                raise CaseFailure("encoder output differs from payload.bin")
+            if decode_golden_coder_case(case, payload) != [op[2] for op in case["ops"]]:
+                raise CaseFailure("decoded symbols differ")
+            results.append((cid, "PASS"))
+            report(f"PASS {cid}")
+        except (CaseFailure, OSError, ValueError) as exc:
+            results.append((cid, "FAIL"))
+            report(f"FAIL {cid}: {exc}")
+    failed = sum(r == "FAIL" for _, r in results)
+    report(f"{len(results) - failed} passed, {failed} failed")
+    return {"passed": len(results) - failed, "failed": failed, "skipped": 0, "results": results}
 
 
 # ---------------------------------------------------------------------------

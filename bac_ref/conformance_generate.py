@@ -46,7 +46,7 @@ import numpy as np
 
 from . import SPEC_VERSION, bitstream, codec, priors, vbq
 from .conformance_cases import (
-    CONFORMANCE_MODEL, FORMAT, PIXEL_OFF_BY_ONE_SHARE, PIXEL_TOLERANCE, REGENERATE_CMD, SHIPPED_MODEL_CASES, TOLERANCE, data_dir, _header_dict, _json_bytes, _sha256, decode_coder_case,
+    CONFORMANCE_MODEL, FORMAT, STD_NORMAL_FILE, PIXEL_OFF_BY_ONE_SHARE, PIXEL_TOLERANCE, REGENERATE_CMD, SHIPPED_MODEL_CASES, TOLERANCE, data_dir, _header_dict, _json_bytes, _sha256, decode_coder_case,
     encode_arrays, encode_coder_case, npz_bytes, read_npz,
 )
 from .errors import BitstreamError
@@ -953,6 +953,10 @@ def generate(dest, model=None, only=None, report=print) -> list:
     if not (dest / CONFORMANCE_MODEL).exists():
         shutil.copyfile(source, dest / CONFORMANCE_MODEL)
     cmodel = conformance_model(dest)
+    # SPEC.md §4.4's standard-normal table as raw data (4097 little-endian binary64), for
+    # implementations that cannot redo its 60-digit computation
+    (dest / STD_NORMAL_FILE).write_bytes(np.ascontiguousarray(
+        priors.std_normal_table(), dtype="<f8").tobytes())
     wanted = (lambda cid: True) if only is None else (lambda cid: cid in set(only))
     index = []
 
@@ -1159,6 +1163,9 @@ def _write_index(dest: Path, cmodel, shipped, manifests, merge=False):
                         "model_id": shipped.model_id[:16],
                         "note": "bac_ref's default model; its cases change with each release"},
         },
+        "tables": {"std_normal_k12": {
+            "file": STD_NORMAL_FILE, "sha256": priors.STD_NORMAL_SHA256,
+            "note": "SPEC.md §4.4: Q_std[0..4096], 4097 little-endian binary64, no header"}},
         "regenerate": REGENERATE_CMD,
         "cases": sorted(cases.values(), key=lambda c: (order[c["kind"]], c["id"])),
     }

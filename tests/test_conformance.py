@@ -138,8 +138,8 @@ def _copy(tmp_path, ids):
     dest.mkdir()
     for cid in ids:
         shutil.copytree(VECTORS / cid, dest / cid)
-    shutil.copyfile(VECTORS / INDEX["models"]["conformance"]["file"],
-                    dest / INDEX["models"]["conformance"]["file"])
+    for extra in [INDEX["models"]["conformance"]] + list(INDEX["tables"].values()):
+        shutil.copyfile(VECTORS / extra["file"], dest / extra["file"])
     index = dict(INDEX, cases=[CASES[c] for c in ids])
     (dest / "index.json").write_text(json.dumps(index), encoding="utf-8")
     return dest
@@ -388,6 +388,15 @@ def test_model_change_says_regenerate(tmp_path):
     # the conformance-model and coder cases do not depend on the shipped model
     assert res["failed"] == 1 and res["passed"] == 2
     assert "FAIL image_48x64_lam0: made with model 0123456789abcdef" in "\n".join(lines)
+
+
+def test_an_edited_standard_normal_table_fails(tmp_path):
+    root = _copy(tmp_path, ["coder_seal_carry"])
+    raw = bytearray((root / cases.STD_NORMAL_FILE).read_bytes())
+    raw[8 * 2047] ^= 1
+    (root / cases.STD_NORMAL_FILE).write_bytes(bytes(raw))
+    res, lines = _run(vectors=root)
+    assert res["failed"] == 1 and lines[0].startswith("FAIL std_normal_k12: ")
 
 
 def test_an_edited_conformance_model_is_refused(tmp_path):

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from bac_ref import rangecoder as rc
-from bac_ref.intmodels import AdaptiveBinaryModel, AdaptiveModel, cdf_from_counts, check_cdf
+from bac_ref import conformance_cases as cases_mod, rangecoder as rc
+from bac_ref.intmodels import cdf_from_counts, check_cdf
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "data" / "golden" / "coder"
 MANIFEST = GOLDEN_DIR / "MANIFEST.json"
@@ -48,48 +48,10 @@ def sha256(path: Path) -> str:
 # Replaying a case
 # ---------------------------------------------------------------------------
 
-def _make_models(specs):
-    models = []
-    for spec in specs:
-        if spec["kind"] == "adaptive":
-            models.append(AdaptiveModel(spec["n"], spec["init_counts"],
-                                        increment=spec["increment"], limit=spec["limit"]))
-        elif spec["kind"] == "binary":
-            models.append(AdaptiveBinaryModel(spec["init_counts"], increment=spec["increment"],
-                                              limit=spec["limit"]))
-        else:
-            raise ValueError(spec["kind"])
-    return models
-
-
-def encode_case(case) -> bytes:
-    tables = [check_cdf(t) for t in case["tables"]]
-    models = _make_models(case["models"])
-    enc = rc.Encoder()
-    for kind, a, b in case["ops"]:
-        if kind == "table":
-            enc.encode(b, tables[a])
-        elif kind == "uniform":
-            enc.encode_uniform(b, a)
-        else:
-            models[a].encode(enc, b)
-    return enc.finish()
-
-
-def decode_case(case, payload: bytes) -> list:
-    tables = [check_cdf(t) for t in case["tables"]]
-    models = _make_models(case["models"])
-    dec = rc.Decoder(payload)
-    out = []
-    for kind, a, _ in case["ops"]:
-        if kind == "table":
-            out.append(dec.decode(tables[a]))
-        elif kind == "uniform":
-            out.append(dec.decode_uniform(a))
-        else:
-            out.append(models[a].decode(dec))
-    dec.check_end()
-    return out
+# One definition, in the package (``bac-ref conform --coder`` runs it too).
+_make_models = cases_mod._golden_models
+encode_case = cases_mod.encode_golden_coder_case
+decode_case = cases_mod.decode_golden_coder_case
 
 
 def op_tables(case):
@@ -322,3 +284,28 @@ def test_golden_case(case_id):
     assert len(payload) == entry["payload_bytes"]
     assert encode_case(case) == payload, f"{case_id}: encoder output changed"
     assert decode_case(case, payload) == [op[2] for op in case["ops"]]
+
+
+def test_conform_runs_the_coder_goldens(capsys):
+    from bac_ref import conformance
+    assert conformance.main(["--coder", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith(f"{len(_case_ids())} passed, 0 failed")
+
+
+def test_coder_golden_runner_catches_an_edited_payload(tmp_path):
+    import shutil
+    dest = tmp_path / "coder"
+    shutil.copytree(GOLDEN_DIR, dest)
+    cid = "static_11"
+    pay = bytearray((dest / cid / "payload.bin").read_bytes())
+    pay[5] ^= 1
+    (dest / cid / "payload.bin").write_bytes(bytes(pay))
+    manifest = json.loads((dest / "MANIFEST.json").read_text())
+    for c in manifest["cases"]:
+        if c["id"] == cid:
+            c["files"]["payload.bin"] = sha256(dest / cid / "payload.bin")
+    (dest / "MANIFEST.json").write_text(json.dumps(manifest))
+    lines = []
+    res = cases_mod.check_golden_coder(dest, report=lines.append)
+    assert res["failed"] == 1 and f"FAIL {cid}: encoder output differs" in "\n".join(lines)
