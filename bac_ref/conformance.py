@@ -684,7 +684,7 @@ def main(argv=None, prog=None) -> int:
                    help="check the .bacw golden vectors (SPEC.md §13) instead of the .bac ones "
                    "(default folder: %(const)s); --decoder/--encoder apply to them")
     p.add_argument("--coder", metavar="DIR", nargs="?", const="",
-                   help="check the range-coder golden vectors (SPEC.md §11.6; default folder: "
+                   help="check the range-coder golden vectors (SPEC.md §11.2; default folder: "
                    "data/golden/coder) instead of the .bac ones")
     p.add_argument("--all", action="store_true",
                    help="check all three sets: .bac vectors, .bacw and coder goldens")

@@ -189,7 +189,7 @@ def decode_coder_case(case: dict, payload: bytes) -> list:
 
 
 # ---------------------------------------------------------------------------
-# data/golden/coder (SPEC.md §11.6): the range coder and the integer models of §3
+# data/golden/coder (SPEC.md §11.2): the range coder and the integer models of §3
 # ---------------------------------------------------------------------------
 def _golden_models(specs):
     from .intmodels import AdaptiveBinaryModel, AdaptiveModel
@@ -207,7 +207,7 @@ def _golden_models(specs):
 
 
 def encode_golden_coder_case(case: dict) -> bytes:
-    """payload.bin of a data/golden/coder case: its ops coded in order (SPEC.md §11.6)."""
+    """payload.bin of a data/golden/coder case: its ops coded in order (SPEC.md §11.2)."""
     from .intmodels import check_cdf
     tables = [check_cdf(t) for t in case["tables"]]
     models = _golden_models(case["models"])

@@ -611,7 +611,38 @@ def _array_specs(model):
         mu = on_grid(depth, index)
         return base(mu, np.full(mu.shape, 1e-3), 0.0, n=4, height=640, width=640)
 
+    def a_fma_trap(model):
+        # every latent at a depth-16 point whose F^-1 (SPEC.md §4.2: b = t * a, then Q[i] + b,
+        # two roundings) differs from the fused t * a + Q[i] (one rounding): a decoder or
+        # encoder compiled with FMA contraction gets zhat wrong for each of them
+        from fractions import Fraction
+        rng = np.random.default_rng(116)
+        n, h, w = 16, 2, 4
+        table = prior.table
+        k_bits = int(np.log2(table.shape[1] - 1))
+        s = n + 1 - k_bits
+        depth = np.full((m, h, w), n, np.int64)
+        index = np.zeros((m, h, w), np.int64)
+        for c in range(m):
+            found = []
+            while len(found) < h * w:
+                k = int(rng.integers(0, 1 << n))
+                jj = 2 * k + 1
+                i, r = jj >> s, jj & ((1 << s) - 1)
+                q0, q1 = float(table[c, i]), float(table[c, i + 1])
+                a = q1 - q0
+                two = q0 + (r * 2.0 ** -s) * a
+                fused = float(Fraction(r, 1 << s) * Fraction(a) + Fraction(q0))
+                if two != fused:
+                    found.append(k)
+            index[c] = np.array(found).reshape(h, w)
+        mu = on_grid(depth, index)
+        return base(mu, np.ones(mu.shape), 0.0, n=n)
+
     return [
+        ("array_fma_trap", "every latent at a depth-16 point whose F^-1 changes under fused "
+         "multiply-add contraction (one rounding instead of SPEC.md §4.2's two): mu on those "
+         "points, lambda 0", a_fma_trap, True, ["input.mu_on_grid", "float.no_fma"]),
         ("array_lambda_negative_zero", "lambda = -0.0 given to the encoder: it is 0 (SPEC.md "
          "§5.1, §8), and the header records +0.0", a_lambda_neg_zero, True,
          ["input.lambda_negative_zero"]),
@@ -1125,7 +1156,7 @@ _TIE_RANKS = (100, 170, 127, 128, 250, 300)
 _TIE_EXPECTED = (0, 1, 0, 1, 1, 2)          # below, above, below, above, below, above mu
 _TIE_LOWER = (0, 0, 0, 0, 1, 1)             # the tied point just below mu (k_lo, §5.2)
 
-_ON_GRID = {"array_grid_points_lam0", "array_carry_chains_depth16", "array_tree_halving"}
+_ON_GRID = {"array_fma_trap", "array_grid_points_lam0", "array_carry_chains_depth16", "array_tree_halving"}
 
 
 def _array_by_id(model, cid):

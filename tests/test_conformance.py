@@ -51,7 +51,7 @@ REQUIRED = {
     "em.vote_0", "em.vote_1", "em.vote_2", "em.tree_halving", "em.uniform",
     "coder.carry", "coder.long_carry_chain", "coder.seal_carry", "coder.seal_extra_zero",
     "coder.uniform", "coder.mass1", "coder.entropy_model_steps",
-    "vbq.tie_rule_2", "input.lambda_negative_zero",
+    "vbq.tie_rule_2", "input.lambda_negative_zero", "float.no_fma",
 }
 # Covered only by the cases on the shipped model (every other tag is also covered by the
 # conformance model's cases, so that a model release cannot remove coverage).
@@ -538,3 +538,70 @@ def test_constriction_decodes_every_coder_case(cid):
             table = tuple(sorted({0, c, c + m, TOTAL}))
             want = table.index(c)
         assert int(dec.decode(model(table))) == want, f"{cid}: step {i}"
+
+
+def test_setup_installs_every_vector_and_golden_file():
+    """bac-ref conform after a non-editable ``pip install .``: setup.py's data_files list
+    every file of data/vectors and data/golden under share/bac_ref/ (where
+    conformance_cases.data_dir looks when the source tree is absent)."""
+    import runpy
+    import setuptools
+    repo = VECTORS.parent.parent
+    captured = {}
+    real = setuptools.setup
+    setuptools.setup = lambda **kw: captured.update(kw)
+    try:
+        import os
+        cwd = os.getcwd()
+        os.chdir(repo)
+        try:
+            runpy.run_path(str(repo / "setup.py"))
+        finally:
+            os.chdir(cwd)
+    finally:
+        setuptools.setup = real
+    installed = {f for _, files in captured["data_files"] for f in files}
+    for sub in ("data/vectors", "data/golden"):
+        for p in (repo / sub).rglob("*"):
+            if p.is_file():
+                assert str(p.relative_to(repo)) in installed, p
+    for target, files in captured["data_files"]:
+        assert all(target == "share/bac_ref/" + str(Path(f).parent) or "pretrained" in f
+                   or f == "data/kodim23.png" for f in files)
+
+
+@pytest.mark.slow
+def test_conform_after_a_non_editable_install(tmp_path):
+    """pip install . into a fresh venv (system site-packages for numpy/scipy), then
+    ``bac-ref conform --all`` from another directory."""
+    import os
+    import venv
+    repo = VECTORS.parent.parent
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    src = tmp_path / "src"
+    shutil.copytree(repo, src, ignore=shutil.ignore_patterns(".git", "*.egg-info", "build"))
+    pip = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(src)],
+                         capture_output=True, text=True, timeout=600)
+    if pip.returncode != 0:
+        pytest.skip(f"cannot build here: {pip.stderr[-300:]}")
+    out = subprocess.run([str(env_dir / "bin" / "bac-ref"), "conform", "--all", "-q"],
+                         capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
+                         env={**os.environ, "PYTHONPATH": ""})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count(" passed, 0 failed") == 3
+
+
+def test_versions_follow_the_rule():
+    """SPEC.md "Versions": the package version is SPEC_VERSION plus a patch number, SPEC.md
+    states the same SPEC_VERSION, and the vectors were made for it."""
+    import re
+
+    import bac_ref
+    spec = (VECTORS.parent.parent / "SPEC.md").read_text(encoding="utf-8")
+    stated = re.search(r"\*\*SPEC_VERSION (\d+\.\d+)\*\*", spec).group(1)
+    assert stated == bac_ref.SPEC_VERSION
+    major_minor, patch = bac_ref.__version__.rsplit(".", 1)
+    assert major_minor == bac_ref.SPEC_VERSION and patch.isdigit()
+    assert INDEX["spec_version"] == bac_ref.SPEC_VERSION
