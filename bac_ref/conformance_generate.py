@@ -2,7 +2,7 @@ r"""Generation of the conformance vectors (``data/vectors``, SPEC.md §11).
 
 Run only on purpose, from the command line::
 
-    BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate data/vectors
+    BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate
 
 (:func:`bac_ref.conformance.main` refuses without the variable, so that the
 pinned bytes are never rewritten by accident.)  :func:`generate` writes one

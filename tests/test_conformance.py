@@ -9,7 +9,8 @@
   (the steps re-derived from SPEC.md §9 by conformance.walk_symbols).
 
 Goldens are rewritten only by
-``BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate data/vectors``.
+``BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate`` (which also rewrites
+data/golden; no test rewrites any golden file).
 """
 from __future__ import annotations
 
