@@ -7,8 +7,11 @@ description of every byte and every integer this package produces;
 """
 from .errors import BitstreamError, ModelFileError
 
-__version__ = "0.1.0"
-SPEC_VERSION = "0.4"
+# The version rule (SPEC.md, "Versions"): any change to what an encoder writes or a decoder
+# accepts changes SPEC_VERSION; the package's version is SPEC_VERSION + "." + a patch
+# number for releases that change neither (fixes, speed, documentation, tooling).
+SPEC_VERSION = "1.0"
+__version__ = "1.0.0"      # a literal, so that setup.cfg's attr: reads it without importing
 
 __all__ = ["BitstreamError", "ModelFileError", "__version__", "SPEC_VERSION", "load_model",
            "compress", "decompress"]

@@ -74,6 +74,53 @@ class Header:
                 | FLAG_SECOND_PASS * self.second_pass)
 
 
+# ---------------------------------------------------------------------------
+# What the .bac (§8) and .bacw (§13) containers share: magic, a fixed header that
+# ends with a CRC-32 over the header and the payload, a payload of whole words,
+# an informational lambda that is finite, >= 0 and not -0.0.
+# ---------------------------------------------------------------------------
+def check_lambda(lam: float) -> None:
+    """The header lambda of SPEC.md §8 and §13: finite, >= 0, not -0.0; BitstreamError."""
+    if not (lam >= 0.0 and lam != float("inf")) or math.copysign(1.0, lam) < 0:
+        raise BitstreamError(f"lambda {lam!r} is not a finite number >= 0 "
+                             "(NaN, infinities and -0.0 are invalid)")
+
+
+def seal(fields: bytes, payload: bytes) -> bytes:
+    """fields + CRC-32 (zlib, of the fields followed by the payload, big-endian) + payload."""
+    return fields + struct.pack(">I", zlib.crc32(payload, zlib.crc32(fields))) + payload
+
+
+def split(data: bytes, header_size: int) -> bytes:
+    """The payload of a container file whose header fields passed their checks.
+
+    Checks that the payload is a whole number of 32-bit words and that the last
+    four header bytes are the CRC-32 of the rest of the header followed by the
+    payload (BitstreamError).  Order of checks (both containers): magic and
+    length (:func:`check_magic`), the fields, then this.
+    """
+    payload = data[header_size:]
+    if len(payload) % 4:
+        raise BitstreamError(f"payload of {len(payload)} bytes is not a whole number of "
+                             "32-bit words (truncated file?)")
+    (crc,) = struct.unpack_from(">I", data, header_size - 4)
+    if zlib.crc32(payload, zlib.crc32(data[:header_size - 4])) != crc:
+        raise BitstreamError("CRC-32 mismatch: the file is corrupted or truncated")
+    return payload
+
+
+def check_magic(data, magic: bytes, header_size: int, what: str) -> bytes:
+    """bytes(data) if it starts like a ``what`` file and holds a whole header; BitstreamError."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if data[:len(magic)] != magic[:len(data)]:
+        raise BitstreamError(f"not a {what} file (bad magic)")
+    if len(data) < header_size:
+        raise BitstreamError(f"truncated header: {len(data)} of {header_size} bytes")
+    return data
+
+
 def _check(header: Header) -> None:
     """Field ranges of SPEC.md §8; raises BitstreamError."""
     if header.version != FORMAT_VERSION:
@@ -88,9 +135,7 @@ def _check(header: Header) -> None:
     if header.height * header.width > MAX_PIXELS:
         raise BitstreamError(f"image of {header.height}x{header.width} pixels exceeds the "
                              f"limit of {MAX_PIXELS} pixels")
-    if not (header.lam >= 0.0 and header.lam != float("inf")) or math.copysign(1.0, header.lam) < 0:
-        raise BitstreamError(f"lambda {header.lam!r} is not a finite number >= 0 "
-                             "(NaN, infinities and -0.0 are invalid)")
+    check_lambda(header.lam)
     if len(header.model_id) != 8:
         raise BitstreamError("model id must be 8 bytes")
 
@@ -100,25 +145,15 @@ def pack(header: Header, payload: bytes) -> bytes:
     _check(header)
     if len(payload) % 4:
         raise ValueError("payload must be a whole number of 32-bit words")
-    head = _LAYOUT.pack(MAGIC, header.version, header.entropy_model, header.max_depth,
-                        header.flags, header.model_id, header.height - 1,
-                        header.width - 1, header.lam)
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return head + struct.pack(">I", crc) + payload
+    return seal(_LAYOUT.pack(MAGIC, header.version, header.entropy_model, header.max_depth,
+                             header.flags, header.model_id, header.height - 1,
+                             header.width - 1, header.lam), payload)
 
 
 def parse(data: bytes) -> tuple[Header, bytes]:
     """Split a .bac file into (Header, payload); BitstreamError on anything invalid."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError("parse() expects bytes")
-    data = bytes(data)
-    if len(data) < HEADER_SIZE:
-        if not data.startswith(MAGIC[: len(data)]):
-            raise BitstreamError("not a .bac file (bad magic)")
-        raise BitstreamError(f"truncated header: {len(data)} of {HEADER_SIZE} bytes")
+    data = check_magic(data, MAGIC, HEADER_SIZE, ".bac")
     magic, version, variant, depth, flags, model_id, hm1, wm1, lam = _LAYOUT.unpack_from(data)
-    if magic != MAGIC:
-        raise BitstreamError("not a .bac file (bad magic)")
     if flags & ~_KNOWN_FLAGS:
         raise BitstreamError(f"unknown header flags 0x{flags:02x}")
     header = Header(height=hm1 + 1, width=wm1 + 1, lam=lam, max_depth=depth,
@@ -127,11 +162,4 @@ def parse(data: bytes) -> tuple[Header, bytes]:
                     second_pass=bool(flags & FLAG_SECOND_PASS),
                     entropy_model=variant, version=version)
     _check(header)
-    payload = data[HEADER_SIZE:]
-    if len(payload) % 4:
-        raise BitstreamError(f"payload of {len(payload)} bytes is not a whole number of "
-                             "32-bit words (truncated file?)")
-    (crc,) = struct.unpack_from(">I", data, 28)
-    if zlib.crc32(payload, zlib.crc32(data[:28])) != crc:
-        raise BitstreamError("CRC-32 mismatch: the file is corrupted or truncated")
-    return header, payload
+    return header, split(data, HEADER_SIZE)

@@ -176,6 +176,29 @@ class _Analysed:
         self.max_depth = max_depth
         self._pixels = None
 
+    @classmethod
+    def from_latents(cls, mu, sigma, height, width, grey=False, model=None,
+                     max_depth=DEFAULT_MAX_DEPTH, prior=None):
+        """The encoder's view of given latents (M, h, w): everything after g_a.
+
+        ``prior`` defaults to the model's (SPEC.md §10); (height, width) is the image
+        size the header records (ceil(H/16) = h, ceil(W/16) = w).
+        """
+        self = cls.__new__(cls)
+        self.model = get_model(model)
+        self.x, self.grey, self._pixels = None, bool(grey), None
+        self.height, self.width = int(height), int(width)
+        self.mu = np.asarray(mu, dtype=np.float64)
+        self.sigma = np.asarray(sigma, dtype=np.float64)
+        if self.mu.ndim != 3 or self.mu.shape[0] != self.model.M:
+            raise ValueError(f"mu must be (M, h, w) with M = {self.model.M}, got {self.mu.shape}")
+        if self.mu.shape[1:] != (-(-self.height // 16), -(-self.width // 16)):
+            raise ValueError(f"mu {self.mu.shape} does not match an image of "
+                             f"{self.height}x{self.width}")
+        self.prior = model_prior(self.model) if prior is None else prior
+        self.max_depth = max_depth
+        return self
+
     def quantize(self, lam, code_length=None):
         return vbq.quantize(self.mu, self.sigma, lam, self.prior, self.max_depth,
                             code_length=code_length, axis=0)
@@ -207,6 +230,18 @@ class _Analysed:
     def psnr_of(self, zhat) -> float:
         x_hat = self.model.synthesis(zhat.astype(np.float32), size=(self.height, self.width))
         return psnr(self.pixels(), to_pixels(x_hat, self.grey))
+
+
+def encode_latents(mu, sigma, lam, *, height, width, grey=False, model=None,
+                   max_depth=DEFAULT_MAX_DEPTH, second_pass=True, prior=None) -> Encoded:
+    """compress() after g_a: VBQ of given latents (M, h, w), entropy model, header.
+
+    The exact part of the encoder (SPEC.md §5, §8, §9; the conformance suite's
+    array cases): the same code path as :func:`compress`, bit for bit.
+    """
+    _check_lam(lam)
+    a = _Analysed.from_latents(mu, sigma, height, width, grey, model, max_depth, prior)
+    return a.encode(lam, second_pass)
 
 
 def _check_lam(lam):

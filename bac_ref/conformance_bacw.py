@@ -19,7 +19,8 @@ Running (exit status 0 only when every case passes)::
 A decoder gets the .bacw path and writes an .npz with ``zhat`` (V, D)
 float64; it must exit non-zero on an invalid file.  An encoder gets an input
 .npz with ``mu``, ``sigma`` (V, D) float64, ``lam``, ``max_depth`` and
-``scale`` (float64 scalars; scale NaN = the §13 default) and writes the .bacw.
+``scale`` (float64 scalars, except ``lam``, which may be a (V, D) map; scale NaN =
+the §13 default) and writes the .bacw.  The index format is SPEC.md §13.
 """
 from __future__ import annotations
 
@@ -35,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from . import embedding_codec
-from .conformance_cases import CaseFailure, _run_command, _tail
+from .conformance_cases import CaseFailure, _run_command, _tail, data_dir
 from .errors import BitstreamError
 
 __all__ = ["DEFAULT_FOLDER", "valid_cases", "reject_cases", "generate", "check"]
 
-DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "data" / "golden" / "bacw"
+DEFAULT_FOLDER = data_dir("golden", "bacw")
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -58,6 +59,10 @@ def valid_cases() -> dict:
     rank = np.arange(1, 201)[:, None]
     sigma = np.minimum(0.01 * np.sqrt(rank) * np.exp(0.3 * rng.standard_normal((200, 8))), 1.0)
     out["frequency-sorted-200x8"] = (rng.standard_normal((200, 8)) * 0.3, sigma, 0.1, 10, 0.25)
+    lam = rng.choice([0.0, 1e-3, 0.05, 1.0, 1e300], size=(30, 4))
+    lam[0, 0] = -0.0                                        # a -0.0 entry is lambda 0
+    out["lambda-map-30x4"] = (rng.standard_normal((30, 4)) * 0.5,
+                              np.exp(rng.uniform(-5, 0, (30, 4))), lam, 8, None)
     return out
 
 
@@ -81,6 +86,10 @@ def reject_cases(valid: bytes) -> dict:
         "reject-partial-word": _with_crc(head, payload + b"\x00\x00"),
         "reject-version": _with_crc(header(version=2), payload),
         "reject-scale-zero": _with_crc(header(scale=0.0), payload),
+        # finite and > 0, but the table s * Q_std breaks SPEC.md §4.2 (gaps below 2^-900,
+        # entries beyond 2^1000): refused from the header, before decoding
+        "reject-scale-tiny": _with_crc(header(scale=1e-300), payload),
+        "reject-scale-huge": _with_crc(header(scale=1e301), payload),
         "reject-negative-zero-lambda": _with_crc(header(lam=-0.0), payload),
         "reject-too-many-entries": _with_crc(header(rows=1 << 24, dims=16), payload),
         "reject-truncated-header": valid[:35],
@@ -106,9 +115,13 @@ def generate(folder=DEFAULT_FOLDER) -> list:
         np.save(case / "sigma.npy", sigma)
         np.save(case / "zhat.npy", zhat)
         (case / "expected.bacw").write_bytes(data)
+        files = ["mu.npy", "sigma.npy", "zhat.npy", "expected.bacw"]
+        if np.ndim(lam):
+            np.save(case / "lam.npy", np.asarray(lam, dtype=np.float64))
+            files.append("lam.npy")
         index["cases"][name] = {
-            "kind": "valid", "lambda": lam, "max_depth": depth, "scale": scale,
-            "sha256": {f: _sha(case / f) for f in ("mu.npy", "sigma.npy", "zhat.npy", "expected.bacw")}}
+            "kind": "valid", "lambda": "map" if np.ndim(lam) else lam, "max_depth": depth,
+            "scale": scale, "sha256": {f: _sha(case / f) for f in files}}
     for name, data in reject_cases(random_bytes).items():
         case = folder / name
         case.mkdir(parents=True, exist_ok=True)
@@ -159,8 +172,9 @@ def _check_case(name, entry, case: Path, decoder, encoder, timeout):
     expected = (case / "expected.bacw").read_bytes()
     want = np.load(case / "zhat.npy")
     mu, sigma = np.load(case / "mu.npy"), np.load(case / "sigma.npy")
+    lam = np.load(case / "lam.npy") if entry["lambda"] == "map" else entry["lambda"]
     if decoder is None and encoder is None:
-        got = embedding_codec.compress_embeddings(mu, sigma, entry["lambda"], scale=entry["scale"],
+        got = embedding_codec.compress_embeddings(mu, sigma, lam, scale=entry["scale"],
                                                   max_depth=entry["max_depth"])
         if got != expected:
             raise CaseFailure("encoder bytes differ from expected.bacw")
@@ -181,7 +195,7 @@ def _check_case(name, entry, case: Path, decoder, encoder, timeout):
         if encoder is not None:
             inp, out = os.path.join(tmp, "input.npz"), os.path.join(tmp, "out.bacw")
             scale = np.nan if entry["scale"] is None else entry["scale"]
-            np.savez(inp, mu=mu, sigma=sigma, lam=np.float64(entry["lambda"]),
+            np.savez(inp, mu=mu, sigma=sigma, lam=np.asarray(lam, dtype=np.float64),
                      max_depth=np.int64(entry["max_depth"]), scale=np.float64(scale))
             rc, err = _run(encoder, inp, out, timeout)
             if rc != 0:
@@ -198,9 +212,10 @@ def _check_case(name, entry, case: Path, decoder, encoder, timeout):
 
 
 def check(folder=DEFAULT_FOLDER, decoder=None, encoder=None, timeout=DEFAULT_TIMEOUT,
-          report=print) -> dict:
+          report=print, cases=None) -> dict:
     """Run every .bacw case; returns {"passed", "failed", "skipped", "results"} like
-    :func:`bac_ref.conformance.check`.  Without commands, bac_ref itself is checked."""
+    :func:`bac_ref.conformance.check`.  Without commands, bac_ref itself is checked;
+    ``cases``: only these case names."""
     folder = Path(folder)
     ipath = folder / "index.json"
     if not ipath.exists():
@@ -209,6 +224,8 @@ def check(folder=DEFAULT_FOLDER, decoder=None, encoder=None, timeout=DEFAULT_TIM
     index = json.loads(ipath.read_text(encoding="utf-8"))
     results = []
     for name in sorted(index["cases"]):
+        if cases is not None and name not in cases:
+            continue
         try:
             outcome = _check_case(name, index["cases"][name], folder / name, decoder, encoder,
                                   timeout) or "PASS"

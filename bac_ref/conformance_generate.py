@@ -2,7 +2,7 @@ r"""Generation of the conformance vectors (``data/vectors``, SPEC.md §11).
 
 Run only on purpose, from the command line::
 
-    BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate data/vectors
+    BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate
 
 (:func:`bac_ref.conformance.main` refuses without the variable, so that the
 pinned bytes are never rewritten by accident.)  :func:`generate` writes one
@@ -38,6 +38,7 @@ import random
 import shutil
 import struct
 import tempfile
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -45,43 +46,47 @@ import numpy as np
 
 from . import SPEC_VERSION, bitstream, codec, priors, vbq
 from .conformance_cases import (
-    FORMAT, REGENERATE_CMD, TOLERANCE, _header_dict, _json_bytes, _sha256, decode_coder_case,
+    CONFORMANCE_MODEL, FORMAT, STD_NORMAL_FILE, PIXEL_OFF_BY_ONE_SHARE, PIXEL_TOLERANCE, REGENERATE_CMD, SHIPPED_MODEL_CASES, TOLERANCE, data_dir, _header_dict, _json_bytes, _sha256, decode_coder_case,
     encode_arrays, encode_coder_case, npz_bytes, read_npz,
 )
 from .errors import BitstreamError
-from .imageio import encode_png, read_image
+from .imageio import decode_png, encode_png, read_image
 from .rangecoder import Encoder
 from .spec_entropy_model import (
     _UNIFORM, MASK32, MASK64, TOTAL, coder_stats, coding_steps, steps_to_intervals, walk_symbols,
 )
 
-__all__ = ["generate"]
+__all__ = ["generate", "generate_all", "conformance_model", "conformance_model_arrays"]
 
 
 # ---------------------------------------------------------------------------
 # Steering symbols (generation of carry-chain cases)
 # ---------------------------------------------------------------------------
-class _Steer:
-    """An exact encoder state plus a policy that picks each step's symbol.
+class _Steer(Encoder):
+    """bac_ref's range encoder (SPEC.md §2) plus a policy that picks each step's symbol.
 
-    Goals (SPEC.md §2.4): "straddle" keeps a word boundary T strictly inside the
-    interval (after a renormalisation T becomes 2^64: the words written since are
-    pending, a carry could still change them); "up"/"down" leave the interval
-    entirely above/below T (the pending words resolve with/without a carry);
-    "free" draws the symbol with the table's own probabilities.
+    The state and its arithmetic are the coder's own (:class:`bac_ref.rangecoder.Encoder`,
+    whose words so far this subclass reads to count the pending ones); only the
+    choice of symbols is added here.  Goals (SPEC.md §2.4): "straddle" keeps a
+    word boundary T strictly inside the interval (after a renormalisation T
+    becomes 2^64: the words written since are pending, a carry could still
+    change them); "up"/"down" leave the interval entirely above/below T (the
+    pending words resolve with/without a carry); "free" draws the symbol with
+    the table's own probabilities.
     """
 
     def __init__(self, rnd):
+        super().__init__(checked=True)
         self.rnd = rnd
-        self.lower, self.range, self.words = 0, MASK64, []
 
     def pending(self):
-        if self.lower + self.range <= MASK64 or not self.words:
+        words = self._words
+        if self.lower + self.range <= MASK64 or not words:
             return 0
-        i = len(self.words) - 1
-        while i > 0 and self.words[i] == MASK32:
+        i = len(words) - 1
+        while i > 0 and words[i] == MASK32:
             i -= 1
-        return len(self.words) - i
+        return len(words) - i
 
     def target(self):
         """2^64 while straddling it, else the word boundary nearest the middle of the interval."""
@@ -115,20 +120,8 @@ class _Steer:
         return s
 
     def code(self, start, mass):
-        scale = self.range >> 24
-        self.lower += scale * start
-        self.range = scale * mass
-        if self.lower > MASK64:
-            self.lower -= 1 << 64
-            i = len(self.words) - 1
-            while self.words[i] == MASK32:
-                self.words[i] = 0
-                i -= 1
-            self.words[i] += 1
-        if self.range < 1 << 32:
-            self.words.append(self.lower >> 32)
-            self.lower = (self.lower & MASK32) << 32
-            self.range <<= 32
+        """One coding step [start, start + mass) (SPEC.md §2.2-§2.4), by the coder itself."""
+        self.encode_intervals([start], [mass])
 
 
 def _steered_symbols(shape, max_depth, seed, plan):
@@ -264,10 +257,89 @@ def _steer_move(st: _Steer, goal, rnd):
 
 
 # ---------------------------------------------------------------------------
+# The conformance model (frozen: made once, kept in data/vectors)
+# ---------------------------------------------------------------------------
+def model_file_bytes(arrays: dict) -> bytes:
+    """A model file (SPEC.md §6) whose bytes depend only on ``arrays``.
+
+    The layout ``numpy.savez`` writes (SPEC.md §6.0: stored entries, a zip64
+    extra field with the sizes, .npy version 1.0), with fixed timestamps.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asarray(value), allow_pickle=False)
+    return buf.getvalue()
+
+
+def conformance_model_arrays(n: int = 16, m: int = 12, seed: int = 20261202) -> dict:
+    """The arrays of the conformance model (SPEC.md §11.2): small, seeded, never trained.
+
+    Random float32 weights scaled so that g_a's posterior means spread over a
+    few units, its log-variances span exp(-8) .. exp(1.5) (some channels
+    precise, some at the prior, so VBQ makes some channels inactive), and g_s's
+    output lies mostly in [0, 1] with some values beyond (clipping).  The
+    coding prior (kind "table", K = 8) is fitted, as for a trained model
+    (SPEC.md §4.4), to g_a's means on kodim23 and three synthetic images.
+    The file made from these arrays is frozen in data/vectors: its model id is
+    recorded by every vector that uses it, so it is never regenerated
+    (a change of numpy or BLAS could change the fitted prior).
+    """
+    from . import g_a
+    from .weights import PARAM_LAYOUT
+    rng = np.random.default_rng(seed)
+    p = {}
+
+    def g(shape, fan, gain):
+        return gain * rng.standard_normal(shape) / np.sqrt(fan)
+
+    p["g_a.conv0.weight"] = g((n, 3, 9, 9), 3 * 81, 3.0)
+    p["g_a.conv0.bias"] = 0.1 * rng.standard_normal(n)
+    p["g_a.conv1.weight"] = g((n, n, 5, 5), n * 25, 2.0)
+    p["g_a.conv1.bias"] = 0.1 * rng.standard_normal(n)
+    w2 = g((2 * m, n, 5, 5), n * 25, 1.0)
+    w2[:m] *= np.geomspace(0.5, 6.0, m)[:, None, None, None]
+    w2[m:] *= 0.5
+    p["g_a.conv2.weight"] = w2
+    b2 = np.zeros(2 * m)
+    b2[:m] = 0.3 * rng.standard_normal(m)
+    b2[m:] = np.linspace(-8.0, 1.5, m)[rng.permutation(m)]
+    p["g_a.conv2.bias"] = b2
+    for pre in ("g_a.gdn0", "g_a.gdn1", "g_s.igdn0", "g_s.igdn1"):
+        p[pre + ".beta"] = rng.uniform(0.5, 1.5, n)
+        p[pre + ".gamma"] = rng.uniform(0.0, 0.1, (n, n))
+    p["g_s.deconv0.weight"] = g((m, n, 5, 5), m * 25 / 4, 1.0)
+    p["g_s.deconv0.bias"] = 0.1 * rng.standard_normal(n)
+    p["g_s.deconv1.weight"] = g((n, n, 5, 5), n * 25 / 4, 1.0)
+    p["g_s.deconv1.bias"] = 0.1 * rng.standard_normal(n)
+    p["g_s.deconv2.weight"] = g((n, 3, 9, 9), n * 81 / 16, 0.007)
+    p["g_s.deconv2.bias"] = np.array([0.45, 0.5, 0.55])
+    params = {k: np.asarray(v, np.float32).reshape(PARAM_LAYOUT[k](n, m))
+              for k, v in p.items()}
+    images = [_kodim_crop(0, 0, 512, 768).astype(np.float32) / 255]
+    images += [_synthetic(128, 128, s, kind).astype(np.float32) / 255
+               for s, kind in ((31, "gradient"), (32, "noise"), (33, "gradient"))]
+    mus = [g_a.analysis(params, np.ascontiguousarray(x.transpose(2, 0, 1)))[0].reshape(m, -1)
+           for x in images]
+    prior = priors.fit_empirical_prior(np.concatenate(mus, axis=1), axis=0)
+    arrays = dict(params)
+    arrays["meta_json"] = np.array(json.dumps(
+        {"architecture": "bmshj2017-gaussian-vae", "N": n, "M": m,
+         "purpose": "bac_ref conformance model (SPEC.md §11.2): seeded random weights, "
+                    "not trained; frozen", "seed": seed}, sort_keys=True))
+    arrays.update(prior.to_arrays("prior."))
+    return arrays
+
+
+# ---------------------------------------------------------------------------
 # Generation (only with BAC_REF_REGENERATE_VECTORS=1 from the command line)
 # ---------------------------------------------------------------------------
 def _kodim_crop(y, x, h, w):
-    src = Path(__file__).resolve().parent.parent / "data" / "kodim23.png"
+    src = data_dir("kodim23.png")
     return read_image(src).pixels[y:y + h, x:x + w, :3].copy()
 
 
@@ -327,7 +399,7 @@ def _image_specs():
          "(uniform remainder bits, SPEC.md §2.9, §9.3)", k(200, 200, 48, 64), dict(lam=0.0),
          ["header.lambda.zero"]),
         ("image_48x64_lam_huge", "lambda = 1e300: every latent at depth 0, every channel inactive "
-         "(the payload is the 128 activity flags)", k(200, 200, 48, 64), dict(lam=1e300),
+         "(the payload is the M activity flags)", k(200, 200, 48, 64), dict(lam=1e300),
          ["header.lambda.huge"]),
         ("image_64x64_lambda_map", "a region-of-interest lambda map (lambda_map_from_mask: 0.02 "
          "inside, 20 outside): flag bit 1, header lambda = the map's maximum",
@@ -499,7 +571,93 @@ def _array_specs(model):
         mu = on_grid(depth, index)
         return base(mu, np.ones(mu.shape), 0.0, n=8, height=520, width=528)
 
+    def a_lambda_neg_zero(model):
+        rng = np.random.default_rng(113)
+        mu = random_mu(rng, (m, 2, 2))
+        return base(mu, np.exp(rng.uniform(-4, 0, mu.shape)), -0.0, n=6)
+
+    def a_tie_rank(model):
+        # Channel 0: 30 latents exactly on depth-2 points with a small sigma (first pass:
+        # depth 2), 6 with sigma = +inf; the second pass then prices depth 2 below depth 0
+        # (SPEC.md §5.4), so the sigma = +inf latents tie in O across every depth-2 point and
+        # rule (2) of §5.3 picks the one nearest in grid rank: sometimes below mu, sometimes
+        # above. Other channels: sigma = +inf everywhere (inactive).
+        n, h, w = 8, 6, 6
+        depth = np.zeros((m, h, w), np.int64)
+        index = np.zeros((m, h, w), np.int64)
+        rng = np.random.default_rng(114)
+        depth[0] = 2
+        index[0] = rng.integers(0, 4, (h, w))
+        mu = on_grid(depth, index)
+        sigma = np.full(mu.shape, np.inf)
+        sigma[0] = 1e-3
+        for pos, j in zip(_TIE_POSITIONS, _TIE_RANKS):          # level-9 ranks of mu
+            d = n - ((j & -j).bit_length() - 1)
+            mu[(0,) + pos] = prior.ppf_grid(np.array([d]), np.array([j >> (n - d + 1)]), 0)[0]
+            sigma[(0,) + pos] = np.inf
+        return base(mu, sigma, 0.01, n=n, second=True)
+
+    def a_pixels_over_2p25(model):
+        h, w = 33, 4096                                  # H = 513, W = 65536: 2^25 + 2^16 pixels
+        mu = np.zeros((m, h, w))
+        return base(mu, np.full(mu.shape, np.inf), 1.0, n=1, height=513, width=65536)
+
+    def a_depth_halving(model):
+        rng = np.random.default_rng(115)
+        depth = np.full((m, 40, 40), 3, np.int64)
+        depth[1:] = 0
+        depth[0, rng.random((40, 40)) < 0.02] = 4
+        index = rng.integers(0, 1 << 20, depth.shape) % (1 << depth)
+        mu = on_grid(depth, index)
+        return base(mu, np.full(mu.shape, 1e-3), 0.0, n=4, height=640, width=640)
+
+    def a_fma_trap(model):
+        # every latent at a depth-16 point whose F^-1 (SPEC.md §4.2: b = t * a, then Q[i] + b,
+        # two roundings) differs from the fused t * a + Q[i] (one rounding): a decoder or
+        # encoder compiled with FMA contraction gets zhat wrong for each of them
+        from fractions import Fraction
+        rng = np.random.default_rng(116)
+        n, h, w = 16, 2, 4
+        table = prior.table
+        k_bits = int(np.log2(table.shape[1] - 1))
+        s = n + 1 - k_bits
+        depth = np.full((m, h, w), n, np.int64)
+        index = np.zeros((m, h, w), np.int64)
+        for c in range(m):
+            found = []
+            while len(found) < h * w:
+                k = int(rng.integers(0, 1 << n))
+                jj = 2 * k + 1
+                i, r = jj >> s, jj & ((1 << s) - 1)
+                q0, q1 = float(table[c, i]), float(table[c, i + 1])
+                a = q1 - q0
+                two = q0 + (r * 2.0 ** -s) * a
+                fused = float(Fraction(r, 1 << s) * Fraction(a) + Fraction(q0))
+                if two != fused:
+                    found.append(k)
+            index[c] = np.array(found).reshape(h, w)
+        mu = on_grid(depth, index)
+        return base(mu, np.ones(mu.shape), 0.0, n=n)
+
     return [
+        ("array_fma_trap", "every latent at a depth-16 point whose F^-1 changes under fused "
+         "multiply-add contraction (one rounding instead of SPEC.md §4.2's two): mu on those "
+         "points, lambda 0", a_fma_trap, True, ["input.mu_on_grid", "float.no_fma"]),
+        ("array_lambda_negative_zero", "lambda = -0.0 given to the encoder: it is 0 (SPEC.md "
+         "§5.1, §8), and the header records +0.0", a_lambda_neg_zero, True,
+         ["input.lambda_negative_zero"]),
+        ("array_tie_nearest_rank", "second pass where depth 2 is the cheapest depth: latents with "
+         "sigma = +inf tie in O across every depth-2 point, and SPEC.md §5.3 rule (2) picks "
+         "the point nearest to mu in grid rank, below mu for some, above for others "
+         "(an encoder that always takes the lower or always the upper tied point fails)",
+         a_tie_rank, True, ["vbq.tie_rule_2", "header.flags.second_pass"]),
+        ("array_pixels_over_2p25", "H = 513, W = 65536: 2^25 + 2^16 pixels, above bac_ref's "
+         "default decoder limit (2^25) but within the format's (2^26): a conforming decoder "
+         "must accept it (SPEC.md §8); every channel inactive", a_pixels_over_2p25, False,
+         ["header.limits", "header.width.max"]),
+        ("array_depth_model_halving", "one active channel of 40x40 latents, nearly all at "
+         "depth 3: one depth model's counts pass 2^16 and halve (SPEC.md §9.2)",
+         a_depth_halving, False, ["em.depth_halving"]),
         ("array_stdnormal_prior", "random (mu, sigma) with the standard-normal prior (prior.* "
          "arrays in the input, SPEC.md §4.5); header 20x37", a_stdnormal, True,
          ["prior.std_normal"]),
@@ -673,6 +831,11 @@ def _reject_specs(base: bytes, m: int):
          ["header.lambda"]),
         ("reject_lambda_inf", "lambda = +inf", field(20, ">d", float("inf")), "lambda",
          ["header.lambda"]),
+        ("reject_lambda_negative_zero", "lambda = -0.0 (SPEC.md §8: a sign bit of 1 is "
+         "invalid even for zero)", field(20, ">d", -0.0), "lambda", ["header.lambda"]),
+        ("reject_pixels_over_2p26", "H = 1025, W = 65536 (2^26 + 2^16 pixels: over the "
+         "format's limit, SPEC.md §8) with a tiny payload: refused before allocating",
+         field(16, ">HH", 1024, 0xFFFF), "exceeds the limit", ["header.limits"]),
         ("reject_crc_mismatch", "one payload bit flipped, CRC-32 left as it was", bytes(flipped),
          "CRC-32 mismatch", ["header.crc32"]),
         ("reject_partial_word", "two extra payload bytes (not a whole word; CRC-32 recomputed)",
@@ -705,8 +868,22 @@ def _write_case(folder: Path, files: dict, manifest: dict):
     (folder / "manifest.json").write_bytes(_json_bytes(manifest))
 
 
-def _recon_png(pixels) -> bytes:
-    return encode_png(pixels)
+def _recon_png(pixels, folder: Path = None, data: bytes = None) -> bytes:
+    """recon.png of ``pixels``; or the folder's present recon.png when its file.bac is
+    ``data`` and its pixels are within the tolerance of ``pixels`` (SPEC.md §10): g_s in
+    float32 differs across machines, and regenerating elsewhere must not churn the file."""
+    fresh = encode_png(pixels)
+    if folder is not None and (folder / "recon.png").exists() and (folder / "file.bac").exists():
+        if (folder / "file.bac").read_bytes() == data:
+            old = (folder / "recon.png").read_bytes()
+            a = decode_png(old).pixels.astype(np.int64)
+            b = np.asarray(pixels).astype(np.int64)
+            a = a.reshape(b.shape) if a.size == b.size else a
+            if a.shape == b.shape:
+                diff = np.abs(a - b)
+                if diff.max() <= PIXEL_TOLERANCE and (diff > 0).sum() <= max(1, PIXEL_OFF_BY_ONE_SHARE * diff.size):
+                    return old
+    return fresh
 
 
 def _symbols_npz(depth, index, zhat, vbq_zhat=None) -> bytes:
@@ -760,31 +937,75 @@ def _payload_info(depth, index, n, payload) -> tuple:
     return info, _em_tags(stats) + _coder_tags(cs), steps
 
 
+def generate_all(model=None, report=print) -> dict:
+    """Rewrite every pinned file: data/vectors (:func:`generate`), data/golden/bacw
+    (:func:`bac_ref.conformance_bacw.generate`) and data/golden/coder (its builder lives
+    beside its test, tests/test_golden_coder.py, which cross-checks every payload with
+    constriction and an independent coder): the one switch, one command of SPEC.md §11.5.
+    Returns {folder: case ids}."""
+    import importlib.util
+    from . import conformance_bacw
+    out = {}
+    vectors = data_dir("vectors")
+    out[str(vectors)] = generate(vectors, model=model, report=report)
+    bacw = data_dir("golden", "bacw")
+    out[str(bacw)] = conformance_bacw.generate(bacw)
+    test = Path(__file__).resolve().parent.parent / "tests" / "test_golden_coder.py"
+    if not test.exists():
+        raise RuntimeError(f"{test} not found: regenerate from a source checkout")
+    spec = importlib.util.spec_from_file_location("_bac_ref_golden_coder", test)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out[str(module.GOLDEN_DIR)] = module.regenerate()
+    return out
+
+
+def conformance_model(folder=None):
+    """The frozen conformance model (SPEC.md §11.2), loaded from ``folder`` (default:
+    data/vectors)."""
+    from .model import load_model
+    return load_model(str(Path(folder or data_dir("vectors")) / CONFORMANCE_MODEL))
+
+
 def generate(dest, model=None, only=None, report=print) -> list:
     """Write every case (or those in ``only``) under ``dest``; returns the case ids.
 
-    Deterministic: fixed seeds, fixed zip timestamps, the same model -> the same
-    bytes on one platform (image cases depend on float32 g_a/g_s; array, coder
-    and reject cases do not).
+    Cases use the frozen conformance model (copied into ``dest`` if needed),
+    except ``SHIPPED_MODEL_CASES``, which use ``model`` (default: the shipped
+    model).  Deterministic: fixed seeds, fixed zip timestamps, the same models
+    -> the same bytes on one platform (image cases depend on float32 g_a/g_s;
+    array, coder and reject cases do not).
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     report = report or (lambda line: None)
-    model = codec.get_model(model)
-    mid = model.model_id[:16]
+    shipped = codec.get_model(model)
+    source = data_dir("vectors") / CONFORMANCE_MODEL
+    if not (dest / CONFORMANCE_MODEL).exists():
+        shutil.copyfile(source, dest / CONFORMANCE_MODEL)
+    cmodel = conformance_model(dest)
+    # SPEC.md §4.4's standard-normal table as raw data (4097 little-endian binary64), for
+    # implementations that cannot redo its 60-digit computation
+    (dest / STD_NORMAL_FILE).write_bytes(np.ascontiguousarray(
+        priors.std_normal_table(), dtype="<f8").tobytes())
     wanted = (lambda cid: True) if only is None else (lambda cid: cid in set(only))
     index = []
 
+    def model_for(cid):
+        return shipped if cid in SHIPPED_MODEL_CASES else cmodel
+
     def common(cid, kind, desc, tags, spec):
+        mdl = model_for(cid)
         return {"id": cid, "kind": kind, "description": desc, "spec": spec,
-                "model": os.path.basename(str(model.path)) if kind != "coder" else None,
-                "model_id": mid if kind != "coder" else None,
+                "model": os.path.basename(str(mdl.path)) if kind != "coder" else None,
+                "model_id": mdl.model_id[:16] if kind != "coder" else None,
                 "tolerance": TOLERANCE[kind], "exercises": sorted(set(tags))}
 
     # -- image cases --
     for cid, desc, pixels, params, tags in _image_specs():
         if not wanted(cid):
             continue
+        model = model_for(cid)
         png = encode_png(pixels)
         lam = params["lam"]
         n = params.get("max_depth", codec.DEFAULT_MAX_DEPTH)
@@ -806,36 +1027,44 @@ def generate(dest, model=None, only=None, report=print) -> list:
         man["stats"] = info
         _write_case(dest / cid, {"input.png": png, "file.bac": enc.data,
                                  "symbols.npz": _symbols_npz(dec.depth, dec.index, dec.zhat),
-                                 "recon.png": _recon_png(dec.pixels)}, man)
+                                 "recon.png": _recon_png(dec.pixels, dest / cid, enc.data)},
+                    man)
         index.append(man)
         report(f"generated {cid}: {len(enc.data)} bytes")
 
     # -- array cases --
-    for cid, desc, build, recon, tags in _array_specs(model):
+    for cid, desc, build, recon, tags in _array_specs(cmodel):
         if not wanted(cid):
             continue
-        inp_bytes = npz_bytes(build(model))
+        inp_bytes = npz_bytes(build(cmodel))
         inp = read_npz(io.BytesIO(inp_bytes))
-        data, q = encode_arrays(inp, model)
+        data, q = encode_arrays(inp, cmodel)
         if cid in _ON_GRID:                          # mu on grid points, lambda 0: exact
             if not np.array_equal(q.zhat.view(np.uint64), inp["mu"].view(np.uint64)):
                 raise AssertionError(f"{cid}: mu on grid points did not give their symbols")
-        dec = codec.decompress_details(data, model, synthesize=recon)
+        if cid == "array_tie_nearest_rank":
+            got = tuple(int(q.index[(0,) + pos]) for pos in _TIE_POSITIONS)
+            if got != _TIE_EXPECTED or any(q.depth[(0,) + pos] != 2 for pos in _TIE_POSITIONS):
+                raise AssertionError(f"{cid}: tied latents gave indices {got}, "
+                                     f"rule (2) says {_TIE_EXPECTED}")
+        dec = codec.decompress_details(data, cmodel, synthesize=recon,
+                                       max_pixels=bitstream.MAX_PIXELS)
         if not (np.array_equal(dec.depth, q.depth) and np.array_equal(dec.index, q.index)):
             raise AssertionError(f"{cid}: decoder disagrees with encoder")
         info, em_tags, _ = _payload_info(dec.depth, dec.index, int(inp["max_depth"]), data[32:])
         man = common(cid, "array", desc, tags + em_tags + ["header.model_id", "input.arrays"],
                      ["§4", "§5", "§8", "§9", "§10"])
+        lam = inp["lam"]
         man["params"] = {"max_depth": int(inp["max_depth"]),
                          "second_pass": bool(inp["second_pass"]),
                          "prior_source": str(inp["prior_source"]),
-                         "lam": float(inp["lam"]) if inp["lam"].ndim == 0 else "map"}
+                         "lam": float(lam) + 0.0 if lam.ndim == 0 else "map"}
         man["header"] = _header_dict(bitstream.parse(data)[0])
         man["stats"] = info
         files = {"input.npz": inp_bytes, "file.bac": data,
                  "symbols.npz": _symbols_npz(dec.depth, dec.index, dec.zhat, q.zhat)}
         if recon:
-            files["recon.png"] = _recon_png(dec.pixels)
+            files["recon.png"] = _recon_png(dec.pixels, dest / cid, data)
         _write_case(dest / cid, files, man)
         index.append(man)
         report(f"generated {cid}: {len(data)} bytes")
@@ -859,6 +1088,7 @@ def generate(dest, model=None, only=None, report=print) -> list:
         cs = coder_stats(intervals)
         man = common(cid, "coder", desc, tags + _coder_tags(cs), ["§2", "§3"])
         man["stats"] = {"steps": len(case["steps"]), "payload_bytes": len(payload),
+                        "coded_steps": len(intervals),
                         "carries": cs["carries"], "longest_carry_words": cs["longest_carry"],
                         "max_pending_words": cs["max_pending"], "seal_carry": cs["seal_carry"],
                         "seal_extra_zero": cs["seal_extra_zero"]}
@@ -870,8 +1100,8 @@ def generate(dest, model=None, only=None, report=print) -> list:
     # -- a coder case made of the steps of an entropy-model payload --
     cid = "coder_entropy_model_steps"
     if wanted(cid):
-        inp = read_npz(io.BytesIO(npz_bytes(_array_by_id(model, "array_model_prior"))))
-        data, q = encode_arrays(inp, model)
+        inp = read_npz(io.BytesIO(npz_bytes(_array_by_id(cmodel, "array_model_prior"))))
+        data, q = encode_arrays(inp, cmodel)
         steps = coding_steps(q.depth, q.index, int(inp["max_depth"]))
         uniform = {id(t): r for r, t in _UNIFORM.items()}      # the uniform steps, by identity
         tables = [("uniform", uniform[id(t)]) if id(t) in uniform else t for t, _ in steps]
@@ -891,12 +1121,12 @@ def generate(dest, model=None, only=None, report=print) -> list:
     # -- reject cases (from array_model_prior: platform-independent bytes) --
     if only is None or any(cid.startswith("reject_") for cid in only):
         base_bac = encode_arrays(read_npz(io.BytesIO(npz_bytes(
-            _array_by_id(model, "array_model_prior")))), model)[0]
-        for cid, desc, data, message, tags in _reject_specs(base_bac, model.M):
+            _array_by_id(cmodel, "array_model_prior")))), cmodel)[0]
+        for cid, desc, data, message, tags in _reject_specs(base_bac, cmodel.M):
             if not wanted(cid):
                 continue
             try:
-                codec.decompress_details(data, model)
+                codec.decompress_details(data, cmodel, max_pixels=bitstream.MAX_PIXELS)
             except BitstreamError as exc:
                 if message not in str(exc):
                     raise AssertionError(f"{cid}: refused for another reason: {exc}") from None
@@ -914,13 +1144,19 @@ def generate(dest, model=None, only=None, report=print) -> list:
         for sub in dest.iterdir():
             if sub.is_dir() and (sub / "manifest.json").exists() and sub.name not in known:
                 shutil.rmtree(sub)
-        _write_index(dest, model, index)
-    else:
-        _write_index(dest, model, index, merge=True)
+    _write_index(dest, cmodel, shipped, index, merge=only is not None)
     return [m["id"] for m in index]
 
 
-_ON_GRID = {"array_grid_points_lam0", "array_carry_chains_depth16", "array_tree_halving"}
+# array_tie_nearest_rank: where the sigma = +inf latents sit, the level-9 rank j of their
+# mu (N = 8), and the depth-2 index rule (2) of SPEC.md §5.3 gives each (depth-2 points
+# are j = 64, 192, 320, 448; rho = j_lo - j below mu, j - j_lo - 1 above).
+_TIE_POSITIONS = ((0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5))
+_TIE_RANKS = (100, 170, 127, 128, 250, 300)
+_TIE_EXPECTED = (0, 1, 0, 1, 1, 2)          # below, above, below, above, below, above mu
+_TIE_LOWER = (0, 0, 0, 0, 1, 1)             # the tied point just below mu (k_lo, §5.2)
+
+_ON_GRID = {"array_fma_trap", "array_grid_points_lam0", "array_carry_chains_depth16", "array_tree_halving"}
 
 
 def _array_by_id(model, cid):
@@ -930,7 +1166,7 @@ def _array_by_id(model, cid):
     raise KeyError(cid)
 
 
-def _write_index(dest: Path, model, manifests, merge=False):
+def _write_index(dest: Path, cmodel, shipped, manifests, merge=False):
     path = dest / "index.json"
     cases = {}
     if merge and path.exists():
@@ -938,6 +1174,9 @@ def _write_index(dest: Path, model, manifests, merge=False):
             cases[c["id"]] = c
     for man in manifests:
         cases[man["id"]] = {"id": man["id"], "kind": man["kind"],
+                            "model": (None if man["kind"] == "coder" else
+                                      "shipped" if man["id"] in SHIPPED_MODEL_CASES
+                                      else "conformance"),
                             "description": man["description"],
                             "manifest_sha256": _sha256(
                                 (dest / man["id"] / "manifest.json").read_bytes())}
@@ -947,9 +1186,18 @@ def _write_index(dest: Path, model, manifests, merge=False):
         "spec_version": SPEC_VERSION,
         "description": "bac_ref conformance vectors (SPEC.md §11): one folder per case with "
                        "manifest.json (sha256 of every file, tolerances, what it exercises)",
-        "model": os.path.basename(str(model.path)),
-        "model_id": model.model_id[:16],
-        "regenerate": REGENERATE_CMD.format(dir="data/vectors"),
+        "models": {
+            "conformance": {"file": CONFORMANCE_MODEL, "model_id": cmodel.model_id[:16],
+                            "sha256": cmodel.model_id,
+                            "note": "frozen, kept in this folder; never changes"},
+            "shipped": {"file": os.path.basename(str(shipped.path)),
+                        "model_id": shipped.model_id[:16],
+                        "note": "bac_ref's default model; its cases change with each release"},
+        },
+        "tables": {"std_normal_k12": {
+            "file": STD_NORMAL_FILE, "sha256": priors.STD_NORMAL_SHA256,
+            "note": "SPEC.md §4.4: Q_std[0..4096], 4097 little-endian binary64, no header"}},
+        "regenerate": REGENERATE_CMD,
         "cases": sorted(cases.values(), key=lambda c: (order[c["kind"]], c["id"])),
     }
     path.write_bytes(_json_bytes(index))

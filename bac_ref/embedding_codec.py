@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import math
 import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import entropy_model, vbq
+from . import bitstream, entropy_model, vbq
 from .errors import BitstreamError
 from .priors import gaussian
 
@@ -84,6 +83,7 @@ def rms_scale(mu) -> float:
 
 
 def _check_header(h: EmbeddingHeader) -> None:
+    """Field ranges of SPEC.md §13, all before anything of size V * D is allocated."""
     if not 1 <= h.max_depth <= 16:
         raise BitstreamError(f"max_depth {h.max_depth} outside 1..16")
     if not (1 <= h.rows <= 1 << 24 and 1 <= h.dims <= 1 << 16):
@@ -92,8 +92,13 @@ def _check_header(h: EmbeddingHeader) -> None:
         raise BitstreamError(f"matrix of {h.rows}x{h.dims} entries exceeds the limit of {MAX_ENTRIES}")
     if not (math.isfinite(h.scale) and h.scale > 0):
         raise BitstreamError(f"prior scale {h.scale!r} is not finite and > 0")
-    if not (math.isfinite(h.lam) and h.lam >= 0) or math.copysign(1.0, h.lam) < 0:
-        raise BitstreamError(f"lambda {h.lam!r} is not a finite number >= 0")
+    try:                                    # the table Q = s * Q_std must pass SPEC.md §4.2
+        with np.errstate(over="ignore", under="ignore"):   # (4097 values, not V * D)
+            gaussian(0.0, h.scale)
+    except ValueError as exc:
+        raise BitstreamError(f"prior scale {h.scale!r} gives an invalid quantile table "
+                             f"(SPEC.md §4.2): {exc}") from None
+    bitstream.check_lambda(h.lam)
 
 
 def _check_inputs(mu, sigma):
@@ -118,34 +123,33 @@ def quantize_embeddings(mu, sigma, lam, scale: float | None = None, max_depth: i
     return q, s
 
 
-def compress_embeddings(mu, sigma, lam: float, scale: float | None = None,
+def compress_embeddings(mu, sigma, lam, scale: float | None = None,
                         max_depth: int = 10, return_zhat: bool = False):
-    """The .bacw bytes of VBQ(mu, sigma, lam) (and, optionally, the decoder's zhat)."""
-    lam_f = float(lam)
-    if not (math.isfinite(lam_f) and lam_f >= 0):
-        raise ValueError(f"lambda must be a finite number >= 0, got {lam!r}")
-    q, s = quantize_embeddings(mu, sigma, lam_f, scale, max_depth)
+    """The .bacw bytes of VBQ(mu, sigma, lam) (and, optionally, the decoder's zhat).
+
+    ``lam``: a number or a (V, D) map (one lambda per entry); the header records
+    the map's maximum (SPEC.md §13, as in a .bac header, §8), informational only.
+    """
+    lam_arr = np.asarray(lam, dtype=np.float64)
+    if lam_arr.size == 0 or not np.all(np.isfinite(lam_arr)) or lam_arr.min() < 0:
+        raise ValueError(f"lambda must be finite numbers >= 0, got {lam!r}")
+    q, s = quantize_embeddings(mu, sigma, lam_arr, scale, max_depth)
     v, d = q.depth.shape
-    header = EmbeddingHeader(v, d, s, lam_f + 0.0, max_depth)
+    lam_header = float(lam_arr.max()) + 0.0          # + 0.0 turns -0.0 into 0.0
+    header = EmbeddingHeader(v, d, s, lam_header, max_depth)
     try:
         _check_header(header)
     except BitstreamError as exc:
         raise ValueError(str(exc)) from None
     payload = entropy_model.encode_symbols(q.depth.T[:, :, None], q.index.T[:, :, None], max_depth)
-    head = _LAYOUT.pack(MAGIC, VERSION, ENTROPY_MODEL_V1, max_depth, 0, v, d, s, lam_f + 0.0)
-    data = head + struct.pack(">I", zlib.crc32(payload, zlib.crc32(head))) + payload
+    data = bitstream.seal(_LAYOUT.pack(MAGIC, VERSION, ENTROPY_MODEL_V1, max_depth, 0, v, d, s,
+                                       lam_header), payload)
     return (data, q.zhat) if return_zhat else data
 
 
 def parse_header(data: bytes) -> tuple[EmbeddingHeader, bytes]:
     """Split a .bacw file into (header, payload); BitstreamError on anything invalid."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError("expected bytes")
-    data = bytes(data)
-    if not data or data[:4] != MAGIC[: len(data)]:
-        raise BitstreamError("not a .bacw file (bad magic)")
-    if len(data) < HEADER_SIZE:
-        raise BitstreamError(f"truncated header: {len(data)} of {HEADER_SIZE} bytes")
+    data = bitstream.check_magic(data, MAGIC, HEADER_SIZE, ".bacw")
     _, version, variant, depth, flags, v, d, s, lam = _LAYOUT.unpack_from(data)
     if version != VERSION:
         raise BitstreamError(f"unsupported .bacw version {version}")
@@ -155,13 +159,7 @@ def parse_header(data: bytes) -> tuple[EmbeddingHeader, bytes]:
         raise BitstreamError(f"unknown header flags 0x{flags:02x}")
     header = EmbeddingHeader(v, d, s, lam, depth)
     _check_header(header)
-    payload = data[HEADER_SIZE:]
-    if len(payload) % 4:
-        raise BitstreamError("payload is not a whole number of 32-bit words (truncated file?)")
-    (crc,) = struct.unpack_from(">I", data, 32)
-    if zlib.crc32(payload, zlib.crc32(data[:32])) != crc:
-        raise BitstreamError("CRC-32 mismatch: the file is corrupted or truncated")
-    return header, payload
+    return header, bitstream.split(data, HEADER_SIZE)
 
 
 def decompress_embeddings(data: bytes, return_symbols: bool = False):

@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 import os
 import sys
 from typing import Mapping
@@ -165,6 +166,12 @@ def read_model_file(path: str):
         raise ModelFileError(f"{path}: not a readable .npz model file "
                              f"(pickled/object arrays are refused): {type(exc).__name__}: "
                              f"{exc}") from exc
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:         # SPEC.md §6.0: stored entries, so
+        packed = sorted(i.filename for i in zf.infolist()  # that a reader needs no inflater
+                        if i.compress_type != zipfile.ZIP_STORED or i.flag_bits & 8)
+    if packed:
+        _fail(path, f"entries must be stored uncompressed, without data descriptor "
+                    f"(SPEC.md §6.0): {', '.join(packed)}")
     not_npy = sorted(name for name, a in arrays.items() if not isinstance(a, np.ndarray))
     if not_npy:                 # np.load returns a member without the .npy magic as raw bytes
         _fail(path, f"members that are not .npy arrays: {', '.join(not_npy)}")

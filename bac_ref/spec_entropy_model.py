@@ -22,6 +22,18 @@ here is used to encode or decode files; it serves the conformance suite:
 
 The tables are those of §3.3 (binary models), §9.2 (depth models, refreshed
 from their counts every ``DEPTH_REFRESH`` updates) and §2.9 (uniform low bits).
+
+Why a second implementation exists at all (it is the one deliberate duplicate of
+a spec rule in bac_ref): a conformance suite checked only by the code that
+wrote it proves nothing.  Every vector's payload is re-derived here from the
+text of SPEC.md §9 and must equal bac_ref's bytes (generation refuses to write
+otherwise), and the tests decode every vector with constriction, fed the tables
+this module computes.  A change to §9's rules must therefore be made twice, in
+:mod:`bac_ref.entropy_model` and here, and the two must agree.  For the same
+reason :func:`coder_stats` keeps its own copy of the §2.2-§2.5 arithmetic: it
+counts the branches (carries, pending words, sealing cases) that the vectors
+record, which the coder does not expose, and it is checked against the coder's
+payload for every vector.  Nothing here is imported by the codec.
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@
   (the steps re-derived from SPEC.md §9 by conformance.walk_symbols).
 
 Goldens are rewritten only by
-``BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate data/vectors``.
+``BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate`` (which also rewrites
+data/golden; no test rewrites any golden file).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bac_ref import bitstream, codec, conformance as conf
+from bac_ref import bitstream, codec, conformance as conf, conformance_cases as cases
+from bac_ref import conformance_generate as gen, spec_entropy_model as spec9
 from bac_ref.rangecoder import Encoder
 
 VECTORS = conf.DEFAULT_VECTORS
@@ -50,10 +52,14 @@ REQUIRED = {
     "em.vote_0", "em.vote_1", "em.vote_2", "em.tree_halving", "em.uniform",
     "coder.carry", "coder.long_carry_chain", "coder.seal_carry", "coder.seal_extra_zero",
     "coder.uniform", "coder.mass1", "coder.entropy_model_steps",
+    "vbq.tie_rule_2", "input.lambda_negative_zero", "float.no_fma",
 }
+# Covered only by the cases on the shipped model (every other tag is also covered by the
+# conformance model's cases, so that a model release cannot remove coverage).
+ONLY_SHIPPED = {"header.lambda.zero"}
 
 WRAPPER = r'''
-import sys, time
+import os, sys, time
 sys.path.insert(0, REPO)                    # bac_ref from this source tree
 import numpy as np
 from bac_ref import codec, conformance
@@ -62,16 +68,17 @@ from bac_ref.errors import BitstreamError
 mode, src, dst = sys.argv[1:4]
 if mode.startswith("decode"):
     data = open(src, "rb").read()
+    model = conformance.case_model(os.path.dirname(src))
     if mode == "decode-accept-all":
         try:
-            dec = codec.decompress_details(data)
+            dec = codec.decompress_details(data, model, max_pixels=1 << 26)
         except BitstreamError:
             np.savez(dst, depth=np.zeros(1), index=np.zeros(1), zhat=np.zeros(1))
             sys.exit(0)
     elif mode == "decode-hang":
         time.sleep(60)
     try:
-        dec = codec.decompress_details(data)
+        dec = codec.decompress_details(data, model, max_pixels=1 << 26)
     except BitstreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(3)
@@ -79,10 +86,27 @@ if mode.startswith("decode"):
     if mode == "decode-ulp":
         zhat = zhat.copy()
         zhat.flat[-1] = np.nextafter(zhat.flat[-1], np.inf)
-    np.savez(dst, depth=dec.depth, index=dec.index, zhat=zhat, image=dec.pixels)
+    image = dec.pixels
+    if mode == "decode-truncate":          # floor instead of round half to even (SPEC.md §10)
+        h = dec.header
+        x = model.synthesis(dec.zhat.astype(np.float32), size=(h.height, h.width))
+        if h.grey:
+            x = x.mean(axis=2, dtype=np.float32)
+        image = np.floor(np.float32(255) * np.clip(x, 0, 1)).astype(np.uint8)
+    np.savez(dst, depth=dec.depth, index=dec.index, zhat=zhat, image=image)
 else:
     inp = conformance.read_npz(src)
-    data, _ = conformance.encode_arrays(inp)
+    model = conformance.case_model(os.path.dirname(src))
+    data, enc = conformance.encode_arrays(inp, model)
+    if mode.startswith("encode-tie-"):     # always the lower / upper tied point, not rule (2)
+        from bac_ref import entropy_model
+        from bac_ref.conformance_generate import _TIE_LOWER, _TIE_POSITIONS
+        index = enc.index.copy()
+        for pos, k in zip(_TIE_POSITIONS, _TIE_LOWER):
+            index[(0,) + pos] = k if mode == "encode-tie-lower" else k + 1
+        h, _ = codec.bitstream.parse(data)
+        data = codec.bitstream.pack(h, entropy_model.encode_symbols(enc.depth, index,
+                                                                    h.max_depth))
     if mode == "encode-lambda":             # same symbols, another lambda in the header
         h, payload = codec.bitstream.parse(data)
         h = codec.bitstream.Header(**{**h.__dict__, "lam": h.lam + 1.0})
@@ -115,23 +139,37 @@ def _copy(tmp_path, ids):
     dest.mkdir()
     for cid in ids:
         shutil.copytree(VECTORS / cid, dest / cid)
+    for extra in [INDEX["models"]["conformance"]] + list(INDEX["tables"].values()):
+        shutil.copyfile(VECTORS / extra["file"], dest / extra["file"])
     index = dict(INDEX, cases=[CASES[c] for c in ids])
     (dest / "index.json").write_text(json.dumps(index), encoding="utf-8")
     return dest
+
+
+def _reseal_manifest(mpath: Path, edit):
+    """Edit a case's manifest and update its sha256 in index.json."""
+    raw = json.dumps(edit(json.loads(mpath.read_text(encoding="utf-8")))).encode()
+    mpath.write_bytes(raw)
+    ipath = mpath.parent.parent / "index.json"
+    index = json.loads(ipath.read_text(encoding="utf-8"))
+    for c in index["cases"]:
+        if c["id"] == mpath.parent.name:
+            c["manifest_sha256"] = cases._sha256(raw)
+    ipath.write_text(json.dumps(index), encoding="utf-8")
 
 
 def _reseal(folder: Path, name: str, data: bytes):
     """Replace a file and update its sha256 in the manifest and the manifest's in index.json."""
     (folder / name).write_bytes(data)
     man = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    man["files"][name] = conf._sha256(data)
+    man["files"][name] = cases._sha256(data)
     raw = json.dumps(man).encode()
     (folder / "manifest.json").write_bytes(raw)
     ipath = folder.parent / "index.json"
     index = json.loads(ipath.read_text(encoding="utf-8"))
     for c in index["cases"]:
         if c["id"] == folder.name:
-            c["manifest_sha256"] = conf._sha256(raw)
+            c["manifest_sha256"] = cases._sha256(raw)
     ipath.write_text(json.dumps(index), encoding="utf-8")
 
 
@@ -144,24 +182,42 @@ def test_index_and_coverage():
     assert all(BY_KIND[k] for k in BY_KIND)
     on_disk = {p.name for p in VECTORS.iterdir() if p.is_dir()}
     assert on_disk == set(CASES)
-    tags = set()
+    tags, tags_conformance = set(), set()
     for cid in CASES:
         man = json.loads((VECTORS / cid / "manifest.json").read_text(encoding="utf-8"))
         assert man["id"] == cid and man["description"] and man["tolerance"]
-        if man["kind"] != "coder":
-            assert man["model_id"] == INDEX["model_id"]
+        role = CASES[cid]["model"]
+        if man["kind"] == "coder":
+            assert role is None
+        else:
+            assert man["model_id"] == INDEX["models"][role]["model_id"]
         tags |= set(man["exercises"])
+        if role != "shipped":
+            tags_conformance |= set(man["exercises"])
     missing = REQUIRED - tags
     assert not missing, f"no vector exercises {sorted(missing)}"
+    assert REQUIRED - tags_conformance == ONLY_SHIPPED
     total = sum(p.stat().st_size for p in VECTORS.rglob("*") if p.is_file())
     assert total < 3 << 20, f"vectors take {total} bytes"
 
 
-def test_index_model_is_the_default_model():
+def test_most_cases_use_the_frozen_conformance_model():
+    """A model release changes only the few cases marked "shipped" (SPEC.md §11.2)."""
+    info = INDEX["models"]["conformance"]
+    path = VECTORS / info["file"]
+    assert cases._sha256(path.read_bytes()) == info["sha256"], "the conformance model is frozen"
+    assert path.stat().st_size < 300_000
+    assert info["model_id"] != INDEX["models"]["shipped"]["model_id"]
+    shipped = sorted(c for c in CASES if CASES[c]["model"] == "shipped")
+    assert shipped == sorted(cases.SHIPPED_MODEL_CASES)
+    assert len(shipped) <= 4 and len(CASES) - len(shipped) >= 60
+
+
+def test_shipped_cases_use_the_default_model():
     model = codec.get_model()
-    assert INDEX["model_id"] == model.model_id[:16], (
-        f"vectors were made with model {INDEX['model_id']}, the current model is "
-        f"{model.model_id[:16]}: regenerate them ({INDEX['regenerate']})")
+    assert INDEX["models"]["shipped"]["model_id"] == model.model_id[:16], (
+        f"the shipped-model cases were made with model {INDEX['models']['shipped']['model_id']}, "
+        f"the current model is {model.model_id[:16]}: regenerate them ({INDEX['regenerate']})")
 
 
 def test_bac_ref_passes_every_vector():
@@ -178,25 +234,25 @@ def test_replay_of_spec_9_matches_entropy_model():
         data = (VECTORS / cid / "file.bac").read_bytes()
         header, payload = bitstream.parse(data)
         sym = conf.read_npz(VECTORS / cid / "symbols.npz")
-        steps = conf.coding_steps(sym["depth"], sym["index"], header.max_depth)
+        steps = spec9.coding_steps(sym["depth"], sym["index"], header.max_depth)
         enc = Encoder()
-        for start, mass in conf.steps_to_intervals(steps):
+        for start, mass in spec9.steps_to_intervals(steps):
             enc.encode_intervals([start], [mass])
         assert enc.finish() == payload, cid
     steps = json.loads((VECTORS / "coder_entropy_model_steps" / "input.json").read_bytes())
-    assert conf.encode_coder_case(steps) == (
+    assert cases.encode_coder_case(steps) == (
         VECTORS / "array_model_prior" / "file.bac").read_bytes()[32:]
 
 
 def test_doctests():
     import doctest
-    result = doctest.testmod(conf)
+    result = doctest.testmod(spec9)
     assert result.failed == 0 and result.attempted >= 4
 
 
 def test_walk_refuses_an_active_channel_without_depth():
     with pytest.raises(ValueError, match="active"):
-        conf.walk_symbols((1, 1, 2), 4, lambda kind, *a: 1 if kind == "active" else 0)
+        spec9.walk_symbols((1, 1, 2), 4, lambda kind, *a: 1 if kind == "active" else 0)
 
 
 PLATFORM_INDEPENDENT = BY_KIND["array"] + BY_KIND["coder"] + BY_KIND["reject"]
@@ -289,7 +345,7 @@ def test_tampered_vectors_fail(tmp_path):
     sym = conf.read_npz(root / "array_model_prior" / "symbols.npz")
     sym["index"] = sym["index"].copy()
     sym["index"].flat[np.argmax(sym["depth"])] ^= 1
-    _reseal(root / "array_model_prior", "symbols.npz", conf.npz_bytes(sym))
+    _reseal(root / "array_model_prior", "symbols.npz", cases.npz_bytes(sym))
     # 3. an edited coder payload, resealed
     pay = bytearray((root / "coder_seal_carry" / "payload.bin").read_bytes())
     pay[0] ^= 0x80
@@ -319,16 +375,39 @@ def test_edited_manifest_fails(tmp_path):
 
 
 def test_model_change_says_regenerate(tmp_path):
-    root = _copy(tmp_path, ["image_1x1_rgb", "coder_seal_carry"])
+    root = _copy(tmp_path, ["image_48x64_lam0", "image_1x1_rgb", "coder_seal_carry"])
     index = json.loads((root / "index.json").read_text())
-    index["model_id"] = "0123456789abcdef"
+    index["models"]["shipped"]["model_id"] = "0123456789abcdef"
     (root / "index.json").write_text(json.dumps(index))
+    root_man = root / "image_48x64_lam0" / "manifest.json"
+    _reseal_manifest(root_man, lambda m: {**m, "model_id": "0123456789abcdef"})
     res, lines = _run(vectors=root)
     current = codec.get_model().model_id[:16]
-    assert lines[0].startswith("ERROR: vectors were made with model 0123456789abcdef")
+    assert lines[0].startswith("ERROR: the shipped-model cases were made with model "
+                               "0123456789abcdef")
     assert f"the current model is {current}" in lines[0] and "regenerate" in lines[0]
-    assert res["failed"] == 1 and res["passed"] == 1          # coder cases need no model
-    assert "FAIL image_1x1_rgb: made with model" in "\n".join(lines)
+    # the conformance-model and coder cases do not depend on the shipped model
+    assert res["failed"] == 1 and res["passed"] == 2
+    assert "FAIL image_48x64_lam0: made with model 0123456789abcdef" in "\n".join(lines)
+
+
+def test_an_edited_standard_normal_table_fails(tmp_path):
+    root = _copy(tmp_path, ["coder_seal_carry"])
+    raw = bytearray((root / cases.STD_NORMAL_FILE).read_bytes())
+    raw[8 * 2047] ^= 1
+    (root / cases.STD_NORMAL_FILE).write_bytes(bytes(raw))
+    res, lines = _run(vectors=root)
+    assert res["failed"] == 1 and lines[0].startswith("FAIL std_normal_k12: ")
+
+
+def test_an_edited_conformance_model_is_refused(tmp_path):
+    root = _copy(tmp_path, ["image_1x1_rgb"])
+    name = INDEX["models"]["conformance"]["file"]
+    raw = bytearray((VECTORS / name).read_bytes())
+    raw[-200] ^= 1                                   # inside the central directory's comment-free tail
+    (root / name).write_bytes(bytes(raw))
+    res, lines = _run(vectors=root)
+    assert res["failed"] == 1 and lines[0].startswith("FAIL index:")
 
 
 def test_cli_subprocess():
@@ -338,6 +417,67 @@ def test_cli_subprocess():
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines() == ["PASS image_1x1_rgb", "PASS reject_lambda_inf",
                                        "2 passed, 0 failed"]
+
+
+# ---------------------------------------------------------------------------
+# The cases issue 16 added: each catches the bug it names
+# ---------------------------------------------------------------------------
+def test_a_truncating_decoder_fails_the_pixel_check(wrapper):
+    """floor instead of round half to even: every pixel within 1, but half of them off."""
+    ids = {"image_17x33_rgb", "image_40x24_grey", "array_model_prior"}
+    res, lines = _run(decoder=_cmd(wrapper, "decode-truncate"), cases=ids)
+    assert res["failed"] == 3, lines
+    assert all("samples differ, more than 1%" in l for l in lines[:3]), lines
+
+
+def test_pixel_check_allows_a_few_samples_off_by_one():
+    exp = np.full((40, 40, 3), 100, np.uint8)
+    got = exp.copy()
+    got[0, :4, 0] += 1                               # 4 of 4800 samples: allowed (1 %: 48)
+    assert conf._diff_pixels(exp, got) == 1
+    got[1:20, :, :] -= 1
+    with pytest.raises(cases.CaseFailure, match="samples differ"):
+        conf._diff_pixels(exp, got)
+
+
+@pytest.mark.parametrize("mode", ["encode-tie-lower", "encode-tie-upper"])
+def test_an_encoder_that_breaks_ties_one_way_fails(wrapper, mode):
+    """SPEC.md §5.3 rule (2): always taking the lower (or upper) tied point is caught."""
+    res, lines = _run(encoder=_cmd(wrapper, mode), cases={"array_tie_nearest_rank"})
+    assert res["failed"] == 1 and "index[0, " in lines[0], lines
+
+
+def test_lambda_negative_zero_is_zero_for_encoders_and_invalid_in_headers():
+    folder = VECTORS / "array_lambda_negative_zero"
+    inp = conf.read_npz(folder / "input.npz")
+    assert inp["lam"].item() == 0.0 and np.signbit(inp["lam"])
+    data = (folder / "file.bac").read_bytes()
+    assert data[20:28] == bytes(8)                   # header lambda +0.0
+    assert conf.encode_arrays(inp, conf.case_model(folder))[0] == data
+    with pytest.raises(codec.BitstreamError, match="lambda"):
+        bitstream.parse((VECTORS / "reject_lambda_negative_zero" / "file.bac").read_bytes())
+
+
+def test_pixel_limits():
+    """2^25 < H W <= 2^26: valid (bac_ref's default limit refuses it, the format's accepts);
+    H W > 2^26: invalid."""
+    folder = VECTORS / "array_pixels_over_2p25"
+    data = (folder / "file.bac").read_bytes()
+    header, _ = bitstream.parse(data)
+    assert 1 << 25 < header.height * header.width <= 1 << 26
+    model = conf.case_model(folder)
+    with pytest.raises(codec.BitstreamError, match="limit"):
+        codec.decode_symbols(data, model)
+    codec.decode_symbols(data, model, max_pixels=bitstream.MAX_PIXELS)
+    header = bitstream._LAYOUT.unpack_from(
+        (VECTORS / "reject_pixels_over_2p26" / "file.bac").read_bytes())
+    assert (header[6] + 1) * (header[7] + 1) > 1 << 26
+
+
+def test_conformance_model_is_a_valid_model_file():
+    model = conf.case_model(VECTORS / "array_model_prior")
+    assert (model.N, model.M) == (16, 12)
+    assert codec.model_prior(model).kind == "table"
 
 
 # ---------------------------------------------------------------------------
@@ -369,12 +509,12 @@ def test_constriction_decodes_every_bac(cid):
     sym = conf.read_npz(VECTORS / cid / "symbols.npz")
     dec = cs.stream.queue.RangeDecoder(_words(payload))
     h, w = header.latent_shape
-    depth, index = conf.walk_symbols((sym["depth"].shape[0], h, w), header.max_depth,
+    depth, index = spec9.walk_symbols((sym["depth"].shape[0], h, w), header.max_depth,
                                      lambda kind, table, *pos: int(dec.decode(model(table))))
     np.testing.assert_array_equal(depth, sym["depth"])
     np.testing.assert_array_equal(index, sym["index"])
     enc = cs.stream.queue.RangeEncoder()
-    for table, s in conf.coding_steps(depth, index, header.max_depth):
+    for table, s in spec9.coding_steps(depth, index, header.max_depth):
         enc.encode(np.array([s], dtype=np.int32), model(table))
     assert enc.get_compressed().astype(">u4").tobytes() == payload
 
@@ -393,9 +533,76 @@ def test_constriction_decodes_every_coder_case(cid):
         elif a == 0:
             continue                                   # r = 0 codes nothing (SPEC.md §2.9)
         elif a <= 12:
-            table, want = conf.uniform_table(a), b
+            table, want = spec9.uniform_table(a), b
         else:
             c, m = b << (24 - a), 1 << (24 - a)
             table = tuple(sorted({0, c, c + m, TOTAL}))
             want = table.index(c)
         assert int(dec.decode(model(table))) == want, f"{cid}: step {i}"
+
+
+def test_setup_installs_every_vector_and_golden_file():
+    """bac-ref conform after a non-editable ``pip install .``: setup.py's data_files list
+    every file of data/vectors and data/golden under share/bac_ref/ (where
+    conformance_cases.data_dir looks when the source tree is absent)."""
+    import runpy
+    import setuptools
+    repo = VECTORS.parent.parent
+    captured = {}
+    real = setuptools.setup
+    setuptools.setup = lambda **kw: captured.update(kw)
+    try:
+        import os
+        cwd = os.getcwd()
+        os.chdir(repo)
+        try:
+            runpy.run_path(str(repo / "setup.py"))
+        finally:
+            os.chdir(cwd)
+    finally:
+        setuptools.setup = real
+    installed = {f for _, files in captured["data_files"] for f in files}
+    for sub in ("data/vectors", "data/golden"):
+        for p in (repo / sub).rglob("*"):
+            if p.is_file():
+                assert str(p.relative_to(repo)) in installed, p
+    for target, files in captured["data_files"]:
+        assert all(target == "share/bac_ref/" + str(Path(f).parent) or "pretrained" in f
+                   or f == "data/kodim23.png" for f in files)
+
+
+@pytest.mark.slow
+def test_conform_after_a_non_editable_install(tmp_path):
+    """pip install . into a fresh venv (system site-packages for numpy/scipy), then
+    ``bac-ref conform --all`` from another directory."""
+    import os
+    import venv
+    repo = VECTORS.parent.parent
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    src = tmp_path / "src"
+    shutil.copytree(repo, src, ignore=shutil.ignore_patterns(".git", "*.egg-info", "build"))
+    pip = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(src)],
+                         capture_output=True, text=True, timeout=600)
+    if pip.returncode != 0:
+        pytest.skip(f"cannot build here: {pip.stderr[-300:]}")
+    out = subprocess.run([str(env_dir / "bin" / "bac-ref"), "conform", "--all", "-q"],
+                         capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
+                         env={**os.environ, "PYTHONPATH": ""})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count(" passed, 0 failed") == 3
+
+
+def test_versions_follow_the_rule():
+    """SPEC.md "Versions": the package version is SPEC_VERSION plus a patch number, SPEC.md
+    states the same SPEC_VERSION, and the vectors were made for it."""
+    import re
+
+    import bac_ref
+    spec = (VECTORS.parent.parent / "SPEC.md").read_text(encoding="utf-8")
+    stated = re.search(r"\*\*SPEC_VERSION (\d+\.\d+)\*\*", spec).group(1)
+    assert stated == bac_ref.SPEC_VERSION
+    major_minor, patch = bac_ref.__version__.rsplit(".", 1)
+    assert major_minor == bac_ref.SPEC_VERSION and patch.isdigit()
+    assert INDEX["spec_version"] == bac_ref.SPEC_VERSION

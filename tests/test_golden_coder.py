@@ -5,10 +5,12 @@ the operations to code; payload.bin holds the exact bytes the encoder must
 write.  MANIFEST.json lists every case with the sha256 of every file and
 what the case exercises.
 
-The default run fails on any mismatch.  Goldens are rewritten only when
-BAC_REF_REGENERATE_GOLDEN=1 is set (then every payload is also checked
+The default run fails on any mismatch.  Goldens are rewritten only by the one
+command that rewrites every pinned file (SPEC.md §11.5),
+``BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate``,
+which calls :func:`regenerate` below (every payload is then also checked
 against constriction 0.5.0 and the independent held-word reference of
-test_rangecoder.py before it is written).
+test_rangecoder.py before it is written); no test rewrites them.
 
 input.json format::
 
@@ -25,18 +27,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import random
 from pathlib import Path
 
 import pytest
 
-from bac_ref import rangecoder as rc
-from bac_ref.intmodels import AdaptiveBinaryModel, AdaptiveModel, cdf_from_counts, check_cdf
+from bac_ref import conformance_cases as cases_mod, rangecoder as rc
+from bac_ref.intmodels import cdf_from_counts, check_cdf
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "data" / "golden" / "coder"
 MANIFEST = GOLDEN_DIR / "MANIFEST.json"
-REGENERATE = os.environ.get("BAC_REF_REGENERATE_GOLDEN") == "1"
 TOTAL = 1 << 24
 
 
@@ -48,48 +48,10 @@ def sha256(path: Path) -> str:
 # Replaying a case
 # ---------------------------------------------------------------------------
 
-def _make_models(specs):
-    models = []
-    for spec in specs:
-        if spec["kind"] == "adaptive":
-            models.append(AdaptiveModel(spec["n"], spec["init_counts"],
-                                        increment=spec["increment"], limit=spec["limit"]))
-        elif spec["kind"] == "binary":
-            models.append(AdaptiveBinaryModel(spec["init_counts"], increment=spec["increment"],
-                                              limit=spec["limit"]))
-        else:
-            raise ValueError(spec["kind"])
-    return models
-
-
-def encode_case(case) -> bytes:
-    tables = [check_cdf(t) for t in case["tables"]]
-    models = _make_models(case["models"])
-    enc = rc.Encoder()
-    for kind, a, b in case["ops"]:
-        if kind == "table":
-            enc.encode(b, tables[a])
-        elif kind == "uniform":
-            enc.encode_uniform(b, a)
-        else:
-            models[a].encode(enc, b)
-    return enc.finish()
-
-
-def decode_case(case, payload: bytes) -> list:
-    tables = [check_cdf(t) for t in case["tables"]]
-    models = _make_models(case["models"])
-    dec = rc.Decoder(payload)
-    out = []
-    for kind, a, _ in case["ops"]:
-        if kind == "table":
-            out.append(dec.decode(tables[a]))
-        elif kind == "uniform":
-            out.append(dec.decode_uniform(a))
-        else:
-            out.append(models[a].decode(dec))
-    dec.check_end()
-    return out
+# One definition, in the package (``bac-ref conform --coder`` runs it too).
+_make_models = cases_mod._golden_models
+encode_case = cases_mod.encode_golden_coder_case
+decode_case = cases_mod.decode_golden_coder_case
 
 
 def op_tables(case):
@@ -109,7 +71,7 @@ def op_tables(case):
 
 
 # ---------------------------------------------------------------------------
-# Generating the cases (only with BAC_REF_REGENERATE_GOLDEN=1)
+# Generating the cases (only through python -m bac_ref.conformance --generate)
 # ---------------------------------------------------------------------------
 
 def _helpers():
@@ -262,7 +224,7 @@ def regenerate():
                        "payload.bin = the exact bytes Encoder writes for input.json's ops; "
                        "decoding payload.bin gives the ops' symbols and passes check_end().",
         "spec": "SPEC.md §2 (range coder), §3 (integer models)",
-        "input_format": "see tests/test_golden_coder.py",
+        "input_format": "SPEC.md §11.2 (data/golden/coder)",
         "cases": [],
     }
     for case_id, description, exercises, case in build_cases():
@@ -285,18 +247,16 @@ def regenerate():
         })
     MANIFEST.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n",
                         encoding="utf-8")
+    return [c["id"] for c in manifest["cases"]]
 
 
 # ---------------------------------------------------------------------------
 # Tests
 # ---------------------------------------------------------------------------
 
-if REGENERATE:
-    regenerate()
-
-
 def _manifest():
-    assert MANIFEST.exists(), "golden vectors missing: run with BAC_REF_REGENERATE_GOLDEN=1"
+    assert MANIFEST.exists(), ("golden vectors missing: BAC_REF_REGENERATE_VECTORS=1 "
+                               "python -m bac_ref.conformance --generate")
     return json.loads(MANIFEST.read_text(encoding="utf-8"))
 
 
@@ -324,3 +284,28 @@ def test_golden_case(case_id):
     assert len(payload) == entry["payload_bytes"]
     assert encode_case(case) == payload, f"{case_id}: encoder output changed"
     assert decode_case(case, payload) == [op[2] for op in case["ops"]]
+
+
+def test_conform_runs_the_coder_goldens(capsys):
+    from bac_ref import conformance
+    assert conformance.main(["--coder", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith(f"{len(_case_ids())} passed, 0 failed")
+
+
+def test_coder_golden_runner_catches_an_edited_payload(tmp_path):
+    import shutil
+    dest = tmp_path / "coder"
+    shutil.copytree(GOLDEN_DIR, dest)
+    cid = "static_11"
+    pay = bytearray((dest / cid / "payload.bin").read_bytes())
+    pay[5] ^= 1
+    (dest / cid / "payload.bin").write_bytes(bytes(pay))
+    manifest = json.loads((dest / "MANIFEST.json").read_text())
+    for c in manifest["cases"]:
+        if c["id"] == cid:
+            c["files"]["payload.bin"] = sha256(dest / cid / "payload.bin")
+    (dest / "MANIFEST.json").write_text(json.dumps(manifest))
+    lines = []
+    res = cases_mod.check_golden_coder(dest, report=lines.append)
+    assert res["failed"] == 1 and f"FAIL {cid}: encoder output differs" in "\n".join(lines)
