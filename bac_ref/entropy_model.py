@@ -81,6 +81,7 @@ class SymbolModels:
         self.activity = self._fresh_bit.copy()
         fresh_depth = AdaptiveModel(max_depth + 1, increment=INCREMENT, limit=LIMIT,
                                     refresh=DEPTH_REFRESH)
+        fresh_depth.cdf()                         # one initial table, shared by the copies
         self.depth = [fresh_depth.copy() for _ in range(8 * (max_depth + 2))]
         self.bits = [None] * (channels * 3 << K_TREE)
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from bac_ref import prior_fit as PF
 from bac_ref import priors as P
 from bac_ref import vbq
 
@@ -14,7 +15,7 @@ def _fitted_prior():
     rng = np.random.default_rng(5)
     x = np.stack([rng.standard_normal(3000) * 2 + 1, rng.laplace(size=3000) * 0.3,
                   rng.standard_t(3, size=3000)])
-    return P.fit_empirical_prior(x, axis=0, method="kde", table_bits=8)
+    return PF.fit_empirical_prior(x, axis=0, method="kde", table_bits=8)
 
 
 PRIORS = {
