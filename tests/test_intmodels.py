@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import doctest
-import os
 import pickle
 import random
 from fractions import Fraction
@@ -20,12 +19,6 @@ HYPOTHESIS = settings(max_examples=80, deadline=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.fixture
-def slow(request):
-    """Skip unless slow tests were asked for (``-m slow`` or BAC_REF_SLOW=1)."""
-    expr = request.config.getoption("markexpr") or ""
-    if os.environ.get("BAC_REF_SLOW") != "1" and ("slow" not in expr or "not slow" in expr):
-        pytest.skip("slow test: run with -m slow")
 
 
 def test_doctests():
@@ -199,7 +192,7 @@ def test_cdf_from_counts_rejects_bad_counts():
 
 
 @pytest.mark.slow
-def test_cdf_from_counts_max_alphabet(slow):
+def test_cdf_from_counts_max_alphabet():
     table = cdf_from_counts([5] * (1 << 24))
     assert table[1] == 1 and table[-2] == TOTAL - 1
 

@@ -37,12 +37,6 @@ HYPOTHESIS = settings(max_examples=60, deadline=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.fixture
-def slow(request):
-    """Skip unless slow tests were asked for (``-m slow`` or BAC_REF_SLOW=1)."""
-    expr = request.config.getoption("markexpr") or ""
-    if os.environ.get("BAC_REF_SLOW") != "1" and ("slow" not in expr or "not slow" in expr):
-        pytest.skip("slow test: run with -m slow")
 
 
 # ---------------------------------------------------------------------------
@@ -802,7 +796,7 @@ def test_hostile_input():
 
 
 @pytest.mark.slow
-def test_slow_constriction_many(slow):
+def test_slow_constriction_many():
     pytest.importorskip("constriction")
     rnd = random.Random(77)
     for i in range(20000):
@@ -815,7 +809,7 @@ def test_slow_constriction_many(slow):
 
 
 @pytest.mark.slow
-def test_slow_adversarial(slow):
+def test_slow_adversarial():
     rnd = random.Random(4321)
     for rep in range(300):
         for plan in ADVERSARIAL_PLANS:
