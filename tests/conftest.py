@@ -58,3 +58,18 @@ def _ieee_floats_after_each_test():
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_flush_denormal(False)
+
+
+@pytest.fixture(scope="session")
+def fitted_priors():
+    """Two-channel samples and the priors fitted to them (KDE, Balle 2018), fitted once."""
+    import numpy as np
+    from bac_ref import prior_fit
+    rng = np.random.default_rng(11)
+    x = np.stack([rng.standard_normal(4000) * 0.5 + 2, rng.exponential(size=4000) - 1])
+    return {
+        "kde": prior_fit.fit_empirical_prior(x, axis=0, method="kde", table_bits=9),
+        "balle": prior_fit.fit_empirical_prior(x, axis=0, method="balle2018", table_bits=9,
+                                               maxiter=100, max_samples=1500),
+        "x": x,
+    }

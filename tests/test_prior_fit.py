@@ -7,18 +7,6 @@ import pytest
 from bac_ref import prior_fit as PF
 
 
-@pytest.fixture(scope="module")
-def fitted():
-    rng = np.random.default_rng(11)
-    x = np.stack([rng.standard_normal(4000) * 0.5 + 2, rng.exponential(size=4000) - 1])
-    return {
-        "kde": PF.fit_empirical_prior(x, axis=0, method="kde", table_bits=9),
-        "balle": PF.fit_empirical_prior(x, axis=0, method="balle2018", table_bits=9,
-                                        maxiter=100, max_samples=1500),
-        "x": x,
-    }
-
-
 def test_fit_gaussian_uses_mean_and_std():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 500)) * [[3.0], [0.5]] + [[1.0], [-2.0]]
@@ -29,8 +17,8 @@ def test_fit_gaussian_uses_mean_and_std():
 
 
 @pytest.mark.parametrize("method", ["kde", "balle"])
-def test_empirical_fits_track_the_samples(method, fitted):
-    prior, x = fitted[method], fitted["x"]
+def test_empirical_fits_track_the_samples(method, fitted_priors):
+    prior, x = fitted_priors[method], fitted_priors["x"]
     xi = np.array([0.05, 0.25, 0.5, 0.75, 0.9])
     for c in range(2):
         emp = np.quantile(x[c], xi)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from scipy import special
 
-from bac_ref import prior_fit as PF
 from bac_ref import priors as P
 from bac_ref import vbq
 
@@ -41,6 +40,7 @@ def test_std_table_matches_scipy():
     assert q[-1] == -q[0]
 
 
+@pytest.mark.slow
 def test_std_table_regenerates_bit_exactly():
     pytest.importorskip("mpmath")
     import importlib.util
@@ -112,16 +112,11 @@ def test_cdf_inverts_ppf():
 
 
 @pytest.fixture(scope="module")
-def small_priors():
-    rng = np.random.default_rng(11)
-    x = np.stack([rng.standard_normal(4000) * 0.5 + 2, rng.exponential(size=4000) - 1])
+def small_priors(fitted_priors):
     return {
         "std_normal": P.standard_normal(),
         "gaussian": P.gaussian([1e3, -3.0, 0.0], [1e-3, 7.0, 1.0]),
-        "kde": PF.fit_empirical_prior(x, axis=0, method="kde", table_bits=9),
-        "balle": PF.fit_empirical_prior(x, axis=0, method="balle2018", table_bits=9,
-                                        maxiter=100, max_samples=1500),
-        "x": x,
+        **fitted_priors,
     }
 
 
