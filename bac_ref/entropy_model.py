@@ -154,15 +154,18 @@ def _check_symbols(depth, index, max_depth):
 def _intervals(depth, index, max_depth, labels=None):
     """The coding steps of SPEC.md §9.1 in order, as two lists: starts, masses.
 
-    The encoder's walk.  With a list ``labels``, also appends one
+    The encoder's walk.  Each step asks a model of ``SymbolModels`` for the interval of
+    the symbol (``model.interval(s)``), then counts the symbol (``model.update(s)``);
+    ``decode_symbols`` walks in the same order and its ``model.decode(dec)`` counts the
+    same symbol, so the two sides' models stay in the same state (synchronized states)
+    without anything about them in the payload.  With a list ``labels``, also appends one
     (channel, model, symbol) per step (see ``coding_steps``).
     """
     m, h, w = depth.shape
     starts, masses = [], []
     put_s, put_m = starts.append, masses.append
     models = SymbolModels(m, max_depth)
-    activity, depth_models, bit_models = models.activity, models.depth, models.bits
-    fresh_bit = models._fresh_bit.copy
+    activity, depth_models, bit_model = models.activity, models.depth, models.bit
     for c in range(m):
         d = depth[c].ravel().tolist()
         k = index[c].ravel().tolist()
@@ -195,10 +198,7 @@ def _intervals(depth, index, max_depth, labels=None):
                 for level in range(r if r < K_TREE else K_TREE):
                     bit = (v >> (r - 1 - level)) & 1
                     nv = vote(d, k, y, x, w, level, node - (1 << level))
-                    key = base_c + node * 3 + nv
-                    model = bit_models[key]
-                    if model is None:                         # = models.bit(key), inlined
-                        model = bit_models[key] = fresh_bit()
+                    model = bit_model(base_c + node * 3 + nv)
                     start, mass = model.interval(bit)
                     put_s(start)
                     put_m(mass)
@@ -266,8 +266,7 @@ def decode_symbols(payload: bytes, shape, max_depth: int):
     depth = np.zeros(shape, dtype=np.int64)
     index = np.zeros(shape, dtype=np.int64)
     models = SymbolModels(m, max_depth)
-    activity, depth_models, bit_models = models.activity, models.depth, models.bits
-    fresh_bit = models._fresh_bit.copy
+    activity, depth_models, bit_model = models.activity, models.depth, models.bit
     n = h * w
     for c in range(m):
         if not activity.decode(dec):
@@ -287,10 +286,7 @@ def decode_symbols(payload: bytes, shape, max_depth: int):
                 for level in range(levels):
                     # the vote of later levels reads k[pos] only for neighbours: safe
                     key = base_c + node * 3 + vote(d, k, y, x, w, level, node - (1 << level))
-                    model = bit_models[key]
-                    if model is None:                         # = models.bit(key), inlined
-                        model = bit_models[key] = fresh_bit()
-                    node = 2 * node + model.decode(dec)
+                    node = 2 * node + bit_model(key).decode(dec)
                 v = node - (1 << levels)                      # the bits decoded so far
                 rest = r - K_TREE
                 if rest > 0:                                  # uniform fast path (§2.9)
