@@ -1,7 +1,7 @@
 """Helpers shared by several test modules (import as ``from helpers import ...``).
 
-* :func:`tiny_model_arrays` / :func:`tiny_model_bytes`: a small valid model (SPEC.md §6)
-  with random weights, the one builder the tests use.
+* :func:`tiny_model_bytes` / :func:`tiny_model_arrays`: a small valid model (SPEC.md §6)
+  with random weights, from the one builder of the project (the conformance suite's).
 * :func:`vbq_by_definition`: VBQ (SPEC.md §5.1, §5.3) by exhaustive search, written
   from the SPEC's text alone: it shares no code with ``bac_ref.vbq`` (not its input
   handling, grid, objective or tie rule) and reads the prior only as its raw table, so
@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 
@@ -18,38 +17,22 @@ import numpy as np
 # ---------------------------------------------------------------------------
 # A tiny model
 # ---------------------------------------------------------------------------
+def tiny_model_bytes(n: int = 4, m: int = 2, seed: int = 0) -> bytes:
+    """A small valid model file (SPEC.md §6) with a per-channel N(0, 1) coding prior, as .npz
+    bytes: the conformance suite's builder, the one tiny-model builder of the project."""
+    from bac_ref import conformance
+    return conformance.tiny_model_bytes(n, m, seed)
+
+
 def tiny_model_arrays(n: int = 8, m: int = 4, seed: int = 0) -> dict:
-    """Random but valid weights for (N, M): small convolutions, beta > 0, gamma >= 0."""
+    """The transform weights of :func:`tiny_model_bytes` (float32, beta > 0, gamma >= 0)."""
     from bac_ref.weights import PARAM_LAYOUT
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, shape_of in PARAM_LAYOUT.items():
-        shape = shape_of(n, m)
-        if name.endswith(".beta"):
-            a = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(".gamma"):
-            a = rng.uniform(0, 0.2, shape)
-        elif name.endswith(".bias"):
-            a = 0.1 * rng.standard_normal(shape)
-        else:
-            a = rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
-        out[name] = a.astype(np.float32)
-    return out
+    with np.load(io.BytesIO(tiny_model_bytes(n, m, seed)), allow_pickle=False) as z:
+        return {name: z[name] for name in PARAM_LAYOUT}
 
 
 def tiny_model_meta(n: int = 8, m: int = 4) -> dict:
     return {"architecture": "bmshj2017-gaussian-vae", "N": n, "M": m}
-
-
-def tiny_model_bytes(n: int = 4, m: int = 2, seed: int = 0) -> bytes:
-    """A small valid model file with a per-channel N(0, 1) coding prior, as .npz bytes."""
-    from bac_ref import priors
-    arrays = tiny_model_arrays(n, m, seed)
-    arrays["meta_json"] = np.array(json.dumps(tiny_model_meta(n, m), sort_keys=True))
-    arrays.update(priors.gaussian(np.zeros(m), np.ones(m)).to_arrays("prior."))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------
