@@ -35,12 +35,16 @@ of SPEC.md §3.2 / §3.3 derived from them.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
 
 import numpy as np
 
 from .errors import BitstreamError
-from .intmodels import cdf_from_counts
+from .intmodels import AdaptiveBinaryModel, AdaptiveModel
 from .rangecoder import Decoder, Encoder
+
+__all__ = ["SymbolModels", "CodingStep", "coding_steps", "encode_symbols", "decode_symbols",
+           "paper_rate_estimate", "K_TREE", "INCREMENT", "LIMIT", "DEPTH_REFRESH", "TOTAL"]
 
 TOTAL = 1 << 24
 K_TREE = 6                 # index levels coded with adaptive binary models (§9.3)
@@ -48,56 +52,55 @@ INCREMENT = 64             # count increment of every adaptive model (§9.2, §9
 LIMIT = 1 << 16            # halve all counts when their total exceeds this
 DEPTH_REFRESH = 16         # the depth tables are rebuilt every 16 updates (§9.2)
 
-_FREE2 = TOTAL - 2
 
+class SymbolModels:
+    """Every adaptive model of SPEC.md §9 for one payload, in its initial state.
 
-def _mass0(c0: int, c1: int) -> int:
-    """Mass of bit 0 for counts (c0, c1): SPEC.md §3.3 binary rule."""
-    total = c0 + c1
-    return 1 + (2 * c0 * _FREE2 + total) // (2 * total)
+    The encoder and the decoder each build one and drive it with the same
+    symbols in the same order; the models are ``intmodels.AdaptiveBinaryModel``
+    and ``intmodels.AdaptiveModel`` (SPEC.md §3.3), all with increment 64 and
+    limit 2^16:
 
-
-class _DepthModels:
-    """The depth models D[ctx] (SPEC.md §9.2), shared by all channels.
-
-    ctx = 8 * ctx_n + ctx_c + 1 combines the neighbours' depths (ctx_n in
-    0..N+1) with the channel's mean depth so far (ctx_c in -1..6), so
-    (N + 2) * 8 models in all.  Counts start at 1 for each of the N+1 depths;
-    after coding depth r, counts[r] += INCREMENT, and when the total exceeds
-    LIMIT every count becomes (count + 1) >> 1.  The coding table is
-    cdf_from_counts(counts) (SPEC.md §3.2), computed at creation and then
-    after every DEPTH_REFRESH-th update of that context (the table lags the
-    counts by fewer than 16 symbols: a cheap, exactly specified schedule).
+    * ``activity``: model A, one bit per channel (§9.1), counts (1, 1);
+    * ``depth[ctx]``: the depth models D[ctx] (§9.2), shared by all channels.
+      ctx = 8 * ctx_n + ctx_c + 1 combines the neighbours' depths (ctx_n in
+      0..N+1) with the channel's mean depth so far (ctx_c in -1..6), so
+      (N + 2) * 8 models over the N + 1 depths, counts all 1.  Their tables
+      are rebuilt every 16 updates (``refresh=16``): a table lags its counts
+      by fewer than 16 symbols, a cheap, exactly specified schedule;
+    * ``bit(key)``: the index-bit models B[c, node, vote] (§9.3),
+      key = (c * 64 + node) * 3 + vote, counts (1, 1); made on first use
+      (most are never used), which changes nothing: an unused model is in
+      its initial state.
     """
 
-    def __init__(self, max_depth: int):
-        n = max_depth + 1
-        contexts = 8 * (max_depth + 2)
-        self.counts = [[1] * n for _ in range(contexts)]
-        self.totals = [n] * contexts
-        self.updates = [0] * contexts
-        first = list(cdf_from_counts([1] * n))
-        self.tables = [first[:] for _ in range(contexts)]
+    __slots__ = ("activity", "depth", "bits", "_fresh_bit")
 
-    def update(self, ctx: int, r: int) -> None:
-        counts = self.counts[ctx]
-        counts[r] += INCREMENT
-        self.totals[ctx] += INCREMENT
-        if self.totals[ctx] > LIMIT:
-            for i, v in enumerate(counts):
-                counts[i] = (v + 1) >> 1
-            self.totals[ctx] = sum(counts)
-        self.updates[ctx] += 1
-        if self.updates[ctx] % DEPTH_REFRESH == 0:
-            self.tables[ctx] = list(cdf_from_counts(counts))
+    def __init__(self, channels: int, max_depth: int):
+        self._fresh_bit = AdaptiveBinaryModel((1, 1), increment=INCREMENT, limit=LIMIT)
+        self.activity = self._fresh_bit.copy()
+        fresh_depth = AdaptiveModel(max_depth + 1, increment=INCREMENT, limit=LIMIT,
+                                    refresh=DEPTH_REFRESH)
+        fresh_depth.cdf()                         # one initial table, shared by the copies
+        self.depth = [fresh_depth.copy() for _ in range(8 * (max_depth + 2))]
+        self.bits = [None] * (channels * 3 << K_TREE)
+
+    def bit(self, key: int) -> AdaptiveBinaryModel:
+        """B[c, node, vote] for key = (c * 64 + node) * 3 + vote."""
+        model = self.bits[key]
+        if model is None:
+            model = self.bits[key] = self._fresh_bit.copy()
+        return model
 
 
-def _depth_context(d, y, x, w, max_depth, depth_sum):
-    """ctx of SPEC.md §9.2 from the depths already coded in this channel.
+def depth_context(d, y, x, w, max_depth, depth_sum):
+    """ctx of SPEC.md §9.2 from the depths ``d`` already coded in this channel.
 
-    ctx_n: the rounded mean of the left and upper depths (N + 1 for the
-    channel's first latent); ctx_c: twice the channel's mean depth so far,
-    rounded half up and capped at 6 (-1 before the first latent).
+    ``d`` holds the channel's depths in raster order (at least those before
+    (y, x)); ``depth_sum`` is their sum.  ctx_n: the rounded mean of the left
+    and upper depths (N + 1 for the channel's first latent); ctx_c: twice the
+    channel's mean depth so far, rounded half up and capped at 6 (-1 before
+    the first latent).  Returns ctx = 8 * ctx_n + ctx_c + 1.
     """
     n = y * w + x                                 # latents coded so far in this channel
     if x > 0:
@@ -108,16 +111,19 @@ def _depth_context(d, y, x, w, max_depth, depth_sum):
         ctx_n = d[n - w]
     else:
         return 8 * (max_depth + 1)                # ctx_n = N + 1, ctx_c = -1
-    ctx_c = min(6, (4 * depth_sum + n) // (2 * n))
+    ctx_c = (4 * depth_sum + n) // (2 * n)
+    if ctx_c > 6:
+        ctx_c = 6
     return 8 * ctx_n + ctx_c + 1
 
 
-def _vote(d, k, y, x, w, level, prefix):
+def vote(d, k, y, x, w, level, prefix):
     """vote in {0, 1, 2} of SPEC.md §9.3: the neighbours' bit at this tree level.
 
-    A neighbour (left, then upper) votes when its depth exceeds ``level`` and
-    its path starts with the same ``level`` bits ``prefix``: +1 for bit 1,
-    -1 for bit 0.  Returns 1 + sign(sum of votes).
+    A neighbour (left, then upper; ``d``/``k``: the channel's depths and
+    indices in raster order) votes when its depth exceeds ``level`` and its
+    path starts with the same ``level`` bits ``prefix``: +1 for bit 1, -1 for
+    bit 0.  Returns 1 + sign(sum of votes).
     """
     s = 0
     if x > 0:
@@ -133,8 +139,7 @@ def _vote(d, k, y, x, w, level, prefix):
     return 1 + (s > 0) - (s < 0)
 
 
-def encode_symbols(depth: np.ndarray, index: np.ndarray, max_depth: int) -> bytes:
-    """Range-code the (depth, index) arrays of shape (M, h, w) (SPEC.md §9.1)."""
+def _check_symbols(depth, index, max_depth):
     depth = np.asarray(depth)
     index = np.asarray(index)
     if depth.ndim != 3 or depth.shape != index.shape:
@@ -143,21 +148,34 @@ def encode_symbols(depth: np.ndarray, index: np.ndarray, max_depth: int) -> byte
         raise ValueError(f"depths must lie in 0..{max_depth}")
     if depth.size and (index.min() < 0 or np.any(index >> depth.astype(np.int64) != 0)):
         raise ValueError("index must satisfy 0 <= index < 2^depth")
+    return depth, index
+
+
+def _intervals(depth, index, max_depth, labels=None):
+    """The coding steps of SPEC.md §9.1 in order, as two lists: starts, masses.
+
+    The encoder's walk.  Each step asks a model of ``SymbolModels`` for the interval of
+    the symbol (``model.interval(s)``), then counts the symbol (``model.update(s)``);
+    ``decode_symbols`` walks in the same order and its ``model.decode(dec)`` counts the
+    same symbol, so the two sides' models stay in the same state (synchronized states)
+    without anything about them in the payload.  With a list ``labels``, also appends one
+    (channel, model, symbol) per step (see ``coding_steps``).
+    """
     m, h, w = depth.shape
     starts, masses = [], []
     put_s, put_m = starts.append, masses.append
-    active_c = [1, 1]
-    depth_models = _DepthModels(max_depth)
-    node_c0 = [1] * (m * 3 << K_TREE)      # B[c, node, vote]: counts of bit 0
-    node_c1 = [1] * (m * 3 << K_TREE)      # ... and of bit 1
+    models = SymbolModels(m, max_depth)
+    activity, depth_models, bit_model = models.activity, models.depth, models.bit
     for c in range(m):
         d = depth[c].ravel().tolist()
         k = index[c].ravel().tolist()
         active = 1 if any(d) else 0
-        m0 = _mass0(*active_c)
-        put_s(0 if active == 0 else m0)
-        put_m(m0 if active == 0 else TOTAL - m0)
-        _update_binary(active_c, active)
+        start, mass = activity.interval(active)
+        put_s(start)
+        put_m(mass)
+        activity.update(active)
+        if labels is not None:
+            labels.append((c, "A", active))
         if not active:
             continue
         base_c = c * 3 << K_TREE
@@ -166,50 +184,79 @@ def encode_symbols(depth: np.ndarray, index: np.ndarray, max_depth: int) -> byte
             for x in range(w):
                 pos = y * w + x
                 r = d[pos]
-                ctx = _depth_context(d, y, x, w, max_depth, depth_sum)
-                table = depth_models.tables[ctx]
-                put_s(table[r])
-                put_m(table[r + 1] - table[r])
-                depth_models.update(ctx, r)
+                ctx = depth_context(d, y, x, w, max_depth, depth_sum)
+                model = depth_models[ctx]
+                start, mass = model.interval(r)
+                put_s(start)
+                put_m(mass)
+                model.update(r)
+                if labels is not None:
+                    labels.append((c, f"D[{ctx // 8},{ctx % 8 - 1}]", r))  # 8 ctx_n + ctx_c + 1
                 depth_sum += r
                 v = k[pos]
                 node = 1
-                for level in range(min(r, K_TREE)):
+                for level in range(r if r < K_TREE else K_TREE):
                     bit = (v >> (r - 1 - level)) & 1
-                    key = base_c + node * 3 + _vote(d, k, y, x, w, level, node - (1 << level))
-                    c0, c1 = node_c0[key], node_c1[key]
-                    m0 = _mass0(c0, c1)
-                    if bit:
-                        put_s(m0)
-                        put_m(TOTAL - m0)
-                        c1 += INCREMENT
-                    else:
-                        put_s(0)
-                        put_m(m0)
-                        c0 += INCREMENT
-                    if c0 + c1 > LIMIT:
-                        c0, c1 = (c0 + 1) >> 1, (c1 + 1) >> 1
-                    node_c0[key], node_c1[key] = c0, c1
+                    nv = vote(d, k, y, x, w, level, node - (1 << level))
+                    model = bit_model(base_c + node * 3 + nv)
+                    start, mass = model.interval(bit)
+                    put_s(start)
+                    put_m(mass)
+                    model.update(bit)
+                    if labels is not None:
+                        labels.append((c, f"B[{c},{node},{nv}]", bit))
                     node = 2 * node + bit
                 rest = r - K_TREE
                 if rest > 0:                                  # uniform fast path (§2.9)
                     shift = 24 - rest
-                    put_s((v & ((1 << rest) - 1)) << shift)
+                    low = v & ((1 << rest) - 1)
+                    put_s(low << shift)
                     put_m(1 << shift)
+                    if labels is not None:
+                        labels.append((c, f"U{rest}", low))
+    return starts, masses
+
+
+class CodingStep(NamedTuple):
+    """One coding step of the payload: ``symbol`` coded as [start, start + mass) of 2^24."""
+    channel: int
+    model: str        # "A", "D[ctx_n,ctx_c]", "B[c,node,vote]" or "U<r>" (r raw bits)
+    symbol: int
+    start: int
+    mass: int
+
+
+def coding_steps(depth: np.ndarray, index: np.ndarray, max_depth: int) -> list:
+    """Every coding step of the payload, in order, as ``CodingStep`` records.
+
+    The same walk as ``encode_symbols`` (the payload is exactly these
+    intervals, range-coded), with each step named after its model: "A"
+    (channel activity, §9.1), "D[ctx_n,ctx_c]" (depth, §9.2),
+    "B[c,node,vote]" (index bit, §9.3), "U<r>" (r raw index bits, §2.9).
+    For teaching and tests (``bac_ref.tour`` replays it); slower than
+    ``encode_symbols``.
+    """
+    depth, index = _check_symbols(depth, index, max_depth)
+    labels = []
+    starts, masses = _intervals(depth, index, max_depth, labels)
+    return [CodingStep(c, name, sym, start, mass)
+            for (c, name, sym), start, mass in zip(labels, starts, masses)]
+
+
+def encode_symbols(depth: np.ndarray, index: np.ndarray, max_depth: int) -> bytes:
+    """Range-code the (depth, index) arrays of shape (M, h, w) (SPEC.md §9.1)."""
+    depth, index = _check_symbols(depth, index, max_depth)
+    starts, masses = _intervals(depth, index, max_depth)
     enc = Encoder()
     enc.encode_intervals(starts, masses)
     return enc.finish()
 
 
-def _update_binary(counts, bit):
-    counts[bit] += INCREMENT
-    if counts[0] + counts[1] > LIMIT:
-        counts[0], counts[1] = (counts[0] + 1) >> 1, (counts[1] + 1) >> 1
-
-
 def decode_symbols(payload: bytes, shape, max_depth: int):
     """Inverse of encode_symbols: (depth, index) int64 arrays of ``shape`` (M, h, w).
 
+    The decoder's walk mirrors the encoder's: the same models, asked for a
+    symbol (``model.decode(dec)``) where the encoder gave them one.
     Raises BitstreamError when the payload is not exactly what encode_symbols
     writes for some symbols (SPEC.md §2.8, §9.4).
     """
@@ -218,21 +265,11 @@ def decode_symbols(payload: bytes, shape, max_depth: int):
     quantile, consume = dec.quantile, dec.consume
     depth = np.zeros(shape, dtype=np.int64)
     index = np.zeros(shape, dtype=np.int64)
-    active_c = [1, 1]
-    depth_models = _DepthModels(max_depth)
-    node_c0 = [1] * (m * 3 << K_TREE)
-    node_c1 = [1] * (m * 3 << K_TREE)
+    models = SymbolModels(m, max_depth)
+    activity, depth_models, bit_model = models.activity, models.depth, models.bit
     n = h * w
     for c in range(m):
-        m0 = _mass0(*active_c)
-        if quantile() < m0:
-            consume(0, m0)
-            active = 0
-        else:
-            consume(m0, TOTAL - m0)
-            active = 1
-        _update_binary(active_c, active)
-        if not active:
+        if not activity.decode(dec):
             continue
         d = [0] * n
         k = [0] * n
@@ -241,38 +278,18 @@ def decode_symbols(payload: bytes, shape, max_depth: int):
         for y in range(h):
             for x in range(w):
                 pos = y * w + x
-                ctx = _depth_context(d, y, x, w, max_depth, depth_sum)
-                table = depth_models.tables[ctx]
-                q = quantile()
-                r = 0
-                while table[r + 1] <= q:                      # at most N+1 steps
-                    r += 1
-                consume(table[r], table[r + 1] - table[r])
-                depth_models.update(ctx, r)
+                r = depth_models[depth_context(d, y, x, w, max_depth, depth_sum)].decode(dec)
                 depth_sum += r
                 d[pos] = r
                 node = 1
-                v = 0
-                for level in range(min(r, K_TREE)):
-                    key = base_c + node * 3 + _vote(d, k, y, x, w, level, node - (1 << level))
-                    c0, c1 = node_c0[key], node_c1[key]
-                    m0 = _mass0(c0, c1)
-                    if quantile() < m0:
-                        consume(0, m0)
-                        bit = 0
-                        c0 += INCREMENT
-                    else:
-                        consume(m0, TOTAL - m0)
-                        bit = 1
-                        c1 += INCREMENT
-                    if c0 + c1 > LIMIT:
-                        c0, c1 = (c0 + 1) >> 1, (c1 + 1) >> 1
-                    node_c0[key], node_c1[key] = c0, c1
-                    node = 2 * node + bit
-                    v = 2 * v + bit
+                levels = r if r < K_TREE else K_TREE
+                for level in range(levels):
                     # the vote of later levels reads k[pos] only for neighbours: safe
+                    key = base_c + node * 3 + vote(d, k, y, x, w, level, node - (1 << level))
+                    node = 2 * node + bit_model(key).decode(dec)
+                v = node - (1 << levels)                      # the bits decoded so far
                 rest = r - K_TREE
-                if rest > 0:
+                if rest > 0:                                  # uniform fast path (§2.9)
                     shift = 24 - rest
                     low = quantile() >> shift
                     consume(low << shift, 1 << shift)

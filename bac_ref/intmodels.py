@@ -37,6 +37,7 @@ so every platform computes exactly the same tables.
 from __future__ import annotations
 
 import operator
+from bisect import bisect_right
 
 __all__ = [
     "PRECISION",
@@ -295,8 +296,16 @@ class AdaptiveModel:
         c_s <- c_s + increment
         if sum(c) > limit:   c_i <- (c_i + 1) >> 1   for every i   (once)
 
+    With ``refresh`` = R > 1 the table is rebuilt only at creation and after
+    every R-th update, so it lags the counts by fewer than R symbols (the
+    depth models of the entropy model, SPEC.md §9.2, use R = 16); R = 1, the
+    default, is the rule above.
+
     Encoder and decoder must start from equal models and call ``update``
-    with the same symbols in the same order.
+    with the same symbols in the same order.  ``interval(s)`` gives the
+    coding step [start, start + mass) for s, ``decode(decoder)`` finds s
+    from the decoder's quantile; both leave the update to the caller or do
+    it themselves as documented.
 
         >>> model = AdaptiveModel(3)
         >>> list(model.cdf())
@@ -305,10 +314,10 @@ class AdaptiveModel:
         (1, 1, 33)
     """
 
-    __slots__ = ("_counts", "_total", "_increment", "_limit", "_cdf")
+    __slots__ = ("_counts", "_total", "_increment", "_limit", "_cdf", "_refresh", "_updates")
 
     def __init__(self, n: int, init_counts=None, increment: int = DEFAULT_INCREMENT,
-                 limit: int = DEFAULT_LIMIT):
+                 limit: int = DEFAULT_LIMIT, refresh: int = 1):
         n = _entry_as_int(n, "n")
         if not 1 <= n <= TOTAL:
             raise ValueError(f"n must be in 1..2**24, got {n}")
@@ -322,9 +331,14 @@ class AdaptiveModel:
                 if c < 0:
                     raise ValueError(f"init_counts[{i}] = {c} is negative")
         self._increment, self._limit = _check_adaptive_params(increment, limit)
+        refresh = _entry_as_int(refresh, "refresh")
+        if refresh < 1:
+            raise ValueError(f"refresh must be >= 1, got {refresh}")
         self._counts = counts
         self._total = sum(counts)
-        self._cdf = None          # cached table for the current counts
+        self._cdf = None          # cached table (None: build from the counts when asked)
+        self._refresh = refresh
+        self._updates = 0         # updates since the table was last rebuilt
 
     @property
     def n(self) -> int:
@@ -343,8 +357,12 @@ class AdaptiveModel:
     def limit(self) -> int:
         return self._limit
 
+    @property
+    def refresh(self) -> int:
+        return self._refresh
+
     def cdf(self) -> CheckedCDF:
-        """The table for the next symbol: cdf_from_counts(counts), cached."""
+        """The table for the next symbol: cdf_from_counts(counts) as of the last refresh."""
         table = self._cdf
         if table is None:
             table = self._cdf = _trusted(_cumulate(_masses_from_counts(self._counts)))
@@ -366,7 +384,21 @@ class AdaptiveModel:
                 counts[i] = c
                 total += c
         self._total = total
-        self._cdf = None
+        if self._refresh == 1:
+            self._cdf = None                      # rebuilt lazily from these counts
+        else:
+            self._updates += 1
+            if self._updates == self._refresh:    # rebuilt now, from these counts
+                self._updates = 0
+                self._cdf = _trusted(_cumulate(_masses_from_counts(counts)))
+
+    def interval(self, symbol: int) -> tuple:
+        """(start, mass): the coding step of ``symbol`` in the current table (no update)."""
+        table = self._cdf
+        if table is None:
+            table = self.cdf()
+        start = table[symbol]
+        return start, table[symbol + 1] - start
 
     def encode(self, encoder, symbol: int) -> None:
         """Encode ``symbol`` with the current table, then update."""
@@ -374,8 +406,17 @@ class AdaptiveModel:
         self.update(symbol)
 
     def decode(self, decoder) -> int:
-        """Decode one symbol with the current table, then update."""
-        symbol = decoder.decode(self.cdf())
+        """Decode one symbol with the current table, then update.
+
+        ``decoder`` is a ``rangecoder.Decoder``: the symbol s is the one whose
+        interval [cdf[s], cdf[s+1]) holds ``decoder.quantile()``.
+        """
+        table = self._cdf
+        if table is None:
+            table = self.cdf()
+        symbol = bisect_right(table, decoder.quantile()) - 1
+        start = table[symbol]
+        decoder.consume(start, table[symbol + 1] - start)
         self.update(symbol)
         return symbol
 
@@ -387,11 +428,13 @@ class AdaptiveModel:
         clone._increment = self._increment
         clone._limit = self._limit
         clone._cdf = self._cdf
+        clone._refresh = self._refresh
+        clone._updates = self._updates
         return clone
 
     def __repr__(self):
         return (f"AdaptiveModel(n={self.n}, counts={list(self._counts)}, "
-                f"increment={self._increment}, limit={self._limit})")
+                f"increment={self._increment}, limit={self._limit}, refresh={self._refresh})")
 
 
 class AdaptiveBinaryModel:
@@ -407,7 +450,7 @@ class AdaptiveBinaryModel:
     ``AdaptiveModel(2, ...)`` with the same arguments, bit for bit.
     """
 
-    __slots__ = ("_c0", "_c1", "_increment", "_limit", "_cdf")
+    __slots__ = ("_c0", "_c1", "_m0", "_increment", "_limit")
 
     _FREE = TOTAL - 2
 
@@ -420,8 +463,12 @@ class AdaptiveBinaryModel:
             if c < 0:
                 raise ValueError(f"init_counts[{i}] = {c} is negative")
         self._increment, self._limit = _check_adaptive_params(increment, limit)
-        self._c0, self._c1 = counts
-        self._cdf = None
+        c0, c1 = counts
+        self._c0, self._c1 = c0, c1
+        total = c0 + c1
+        if total == 0:
+            c0, total = 1, 2
+        self._m0 = 1 + (2 * c0 * self._FREE + total) // (2 * total)
 
     n = 2
 
@@ -438,34 +485,38 @@ class AdaptiveBinaryModel:
         return self._limit
 
     def mass0(self) -> int:
-        """m_0, the mass of symbol 0 (symbol 1 has 2^24 - m_0)."""
-        c0, c1 = self._c0, self._c1
-        total = c0 + c1
-        if total == 0:
-            c0, total = 1, 2
-        return 1 + (2 * c0 * self._FREE + total) // (2 * total)
+        """m_0, the mass of symbol 0 (symbol 1 has 2^24 - m_0); kept up to date by ``update``."""
+        return self._m0
 
     def cdf(self) -> CheckedCDF:
-        """The table [0, m_0, 2^24] for the next bit, cached."""
-        table = self._cdf
-        if table is None:
-            table = self._cdf = _trusted((0, self.mass0(), TOTAL))
-        return table
+        """The table [0, m_0, 2^24] for the next bit."""
+        return _trusted((0, self._m0, TOTAL))
 
     def update(self, bit: int) -> None:
-        """Count ``bit`` (0 or 1) by the rule of SPEC.md §3.3."""
+        """Count ``bit`` (0 or 1) by the rule of SPEC.md §3.3, then compute the next m_0."""
         if type(bit) is not int:
             bit = _entry_as_int(bit, "bit")
+        c0, c1 = self._c0, self._c1
         if bit == 0:
-            self._c0 += self._increment
+            c0 += self._increment
         elif bit == 1:
-            self._c1 += self._increment
+            c1 += self._increment
         else:
             raise ValueError(f"bit must be 0 or 1, got {bit}")
-        if self._c0 + self._c1 > self._limit:
-            self._c0 = (self._c0 + 1) >> 1
-            self._c1 = (self._c1 + 1) >> 1
-        self._cdf = None
+        total = c0 + c1
+        if total > self._limit:
+            c0, c1 = (c0 + 1) >> 1, (c1 + 1) >> 1
+            total = c0 + c1
+        self._c0, self._c1 = c0, c1
+        self._m0 = 1 + (2 * c0 * self._FREE + total) // (2 * total)     # total >= 1 here
+
+    def interval(self, bit: int) -> tuple:
+        """(start, mass): the coding step of ``bit`` in the current table (no update).
+
+        Bit 0 owns [0, m_0), bit 1 owns [m_0, 2^24).
+        """
+        m0 = self._m0
+        return (m0, TOTAL - m0) if bit else (0, m0)
 
     def encode(self, encoder, bit: int) -> None:
         """Encode ``bit`` with the current table, then update."""
@@ -473,16 +524,24 @@ class AdaptiveBinaryModel:
         self.update(bit)
 
     def decode(self, decoder) -> int:
-        """Decode one bit with the current table, then update."""
-        bit = decoder.decode(self.cdf())
-        self.update(bit)
-        return bit
+        """Decode one bit with the current table, then update.
+
+        ``decoder`` is a ``rangecoder.Decoder``: the bit is 0 when its
+        quantile lies below m_0, else 1.
+        """
+        m0 = self._m0
+        if decoder.quantile() < m0:
+            decoder.consume(0, m0)
+            self.update(0)
+            return 0
+        decoder.consume(m0, TOTAL - m0)
+        self.update(1)
+        return 1
 
     def copy(self) -> "AdaptiveBinaryModel":
         clone = AdaptiveBinaryModel.__new__(AdaptiveBinaryModel)
-        clone._c0, clone._c1 = self._c0, self._c1
+        clone._c0, clone._c1, clone._m0 = self._c0, self._c1, self._m0
         clone._increment, clone._limit = self._increment, self._limit
-        clone._cdf = self._cdf
         return clone
 
     def __repr__(self):

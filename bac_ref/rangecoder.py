@@ -213,9 +213,9 @@ def _prepare(cdf) -> _Prepared:
     return entry
 
 
-def _invalid_quantile(index, q):
+def _invalid_quantile(pos, q):
     raise BitstreamError(
-        f"invalid range coder data at symbol {index}: quantile {q} >= 2^24 (SPEC.md §2.8)")
+        f"invalid range coder data before word {pos}: quantile {q} >= 2^24 (SPEC.md §2.8)")
 
 
 def _as_symbol(symbol, n):
@@ -293,29 +293,6 @@ class Encoder:
         """Words written by renormalisation so far (the payload adds 1 or 2 at sealing)."""
         return len(self._words)
 
-    # -- the one primitive: narrow [lower, lower + range) to a sub-interval --
-
-    def _code_interval(self, start, mass):
-        """Code the interval [start, start + mass) of 2^24 (SPEC.md §2.2-§2.4).
-
-        Requires 0 <= start < start + mass <= 2^24 (checked by callers).
-        Invariant before and after: 0 <= lower < 2^64, 2^32 <= range < 2^64.
-        """
-        scale = self._range >> PRECISION          # >= 2^8 because range >= 2^32
-        lower = self._lower + scale * start       # < 2^64 + range: at most one carry
-        range_ = scale * mass                     # 1 <= mass: range_ >= 2^8
-        if lower > STATE_MASK:                    # §2.4 carry into the words written
-            lower -= STATE_ONE
-            _propagate_carry(self._words)
-        if range_ < RANGE_MIN:                    # §2.3 renormalise (once suffices)
-            self._words.append(lower >> WORD_BITS)
-            lower = (lower & WORD_MASK) << WORD_BITS
-            range_ <<= WORD_BITS
-        self._lower = lower
-        self._range = range_
-        if not (0 <= lower <= STATE_MASK and RANGE_MIN <= range_ <= STATE_MASK):
-            _broken(f"lower = {lower:#x}, range = {range_:#x}")
-
     def encode(self, symbol: int, cdf) -> None:
         """Encode ``symbol`` (0 <= symbol < n) with the n-symbol table ``cdf``.
 
@@ -326,7 +303,7 @@ class Encoder:
         if type(symbol) is not int or not 0 <= symbol < len(cdf) - 1:
             symbol = _as_symbol(symbol, len(cdf) - 1)
         start = cdf[symbol]
-        self._code_interval(start, cdf[symbol + 1] - start)
+        self._code_intervals((start,), (cdf[symbol + 1] - start,))
 
     def encode_uniform(self, value: int, bits: int) -> None:
         """Encode 0 <= value < 2^bits uniformly, 0 <= bits <= 24 (SPEC.md §2.9).
@@ -344,7 +321,7 @@ class Encoder:
         if bits == 0:
             return
         shift = PRECISION - bits
-        self._code_interval(value << shift, 1 << shift)
+        self._code_intervals((value << shift,), (1 << shift,))
 
     def encode_many(self, symbols, cdf) -> None:
         """Encode every symbol in ``symbols`` with the same table ``cdf``.
@@ -426,14 +403,23 @@ class Encoder:
         self._code_intervals([v << shift for v in values], [1 << shift] * len(values))
 
     def _code_intervals(self, starts, masses):
-        """The hot loop: ``_code_interval`` for each pair, with local variables.
+        """Code the intervals [start, start + mass) of 2^24 in order (SPEC.md §2.2-§2.4).
+
+        The only place this class does §2's arithmetic; every encode method
+        ends here.  Requires 0 <= start < start + mass <= 2^24 (checked by
+        the callers).  Per interval, with scale = range >> 24::
+
+            lower <- lower + scale * start     (>= 2^64: carry into the words, §2.4)
+            range <- scale * mass              (>= 2^8, as scale >= 2^8, mass >= 1)
+            if range < 2^32: write lower's top word, shift lower and range
+                             up by 32 bits (renormalise, §2.3)
 
         Invariant before and after: 0 <= lower < 2^64, 2^32 <= range < 2^64
-        (checked once at the end; per symbol in ``checked`` mode).
+        (checked at the end of the call; with ``checked`` after every interval).
         """
-        if self.checked:
+        if self.checked and len(starts) > 1:
             for start, mass in zip(starts, masses):
-                self._code_interval(start, mass)
+                self._code_intervals((start,), (mass,))
             return
         words = self._words
         write = words.append
@@ -491,11 +477,22 @@ class Encoder:
 class Decoder:
     """Incremental range decoder (SPEC.md §2.7, §2.8).
 
-    ``Decoder(data)`` takes the payload bytes; ``decode(cdf)``,
-    ``decode_uniform(bits)``, ``decode_many(n, cdf)`` and
-    ``decode_sequence(cdfs)`` mirror the encoder.  ``check_end()`` verifies
-    that the payload is exactly what the encoder writes for the symbols
-    decoded so far (no trailing or altered words).
+    ``Decoder(data)`` takes the payload bytes.  Every decoding step is the
+    same two halves, and they are the only place this class does §2.7's
+    arithmetic:
+
+    * ``quantile()``: q = (point - lower) // scale, the 24-bit position of the
+      point inside the current interval (``BitstreamError`` if q >= 2^24);
+    * ``consume(start, mass)``: the model has found the interval
+      [start, start + mass) that holds q; narrow the state to it and
+      renormalise.
+
+    An adaptive model (``intmodels.AdaptiveModel.decode``, the §9 entropy
+    model) calls the two directly.  ``decode(cdf)``, ``decode_uniform(bits)``,
+    ``decode_many(n, cdf)`` and ``decode_sequence(cdfs)`` mirror the encoder
+    through them.  ``check_end()`` verifies that the payload is exactly what
+    the encoder writes for the symbols decoded so far (no trailing or
+    altered words).
 
     Invalid data raises ``BitstreamError``; after that the decoder's state is
     unspecified.  Garbage data may also decode to garbage symbols: a range
@@ -503,79 +500,58 @@ class Decoder:
     word, so decoding always terminates.
     """
 
-    __slots__ = ("_words", "_pos", "_diff", "_range", "_count")
+    __slots__ = ("_words", "_pos", "_diff", "_range")
 
     def __init__(self, data):
-        self._init_words(bytes_to_words(data))
-
-    @classmethod
-    def from_words(cls, words) -> "Decoder":
-        """A decoder for a payload given as 32-bit words (ints < 2^32)."""
-        decoder = cls.__new__(cls)
-        words = tuple(int(w) for w in words)
-        if any(not 0 <= w <= WORD_MASK for w in words):
-            raise ValueError("words must be in 0..2^32 - 1")
-        decoder._init_words(words)
-        return decoder
-
-    def _init_words(self, words):
         # point = the first two words (missing words read as 0); lower = 0.
         # Invariant after each decoded symbol: 0 <= d = point - lower < range,
         # 2^32 <= range < 2^64.  Before the first one only 0 <= d < 2^64.
+        words = bytes_to_words(data)
         self._words = words
         first = words[0] if len(words) > 0 else 0
         second = words[1] if len(words) > 1 else 0
         self._diff = (first << WORD_BITS) | second
         self._pos = 2                      # index of the next word to read
         self._range = INITIAL_RANGE
-        self._count = 0                    # symbols decoded (for error messages)
 
-    @property
-    def symbols_decoded(self) -> int:
-        return self._count
+    # -- the two halves of every step (SPEC.md §2.7) --------------------------
 
-    def _quantile(self):
-        """q = (point - lower) // scale, or BitstreamError if q >= 2^24 (§2.8)."""
+    def quantile(self) -> int:
+        """The 24-bit quantile q of the next step, without consuming it.
+
+        q = (point - lower) // scale with scale = range >> 24.  The model finds
+        the interval [start, start + mass) that holds q and then calls
+        ``consume(start, mass)``.  BitstreamError if q >= 2^24 (SPEC.md §2.8).
+        """
         q = self._diff // (self._range >> PRECISION)
         if q >= TOTAL:
-            _invalid_quantile(self._count, q)
+            _invalid_quantile(self._pos, q)
         return q
 
-    def _consume(self, start, mass):
-        """Remove the decoded interval [start, start + mass) (SPEC.md §2.7).
+    def consume(self, start: int, mass: int) -> None:
+        """Remove the interval [start, start + mass) found for ``quantile()``.
 
-        Invariant after: 0 <= point - lower < range, 2^32 <= range < 2^64.
+        The caller guarantees start <= quantile() < start + mass <= 2^24.
+        Invariant after: 0 <= point - lower < range, 2^32 <= range < 2^64
+        (range >= 2^32 holds by construction: scale >= 2^8, mass >= 1, and a
+        range below 2^32 is shifted up by one word).
         """
         scale = self._range >> PRECISION
         diff = self._diff - scale * start
         range_ = scale * mass
         if range_ < RANGE_MIN:                    # renormalise: read one word
             pos = self._pos
-            word = self._words[pos] if pos < len(self._words) else 0
-            self._pos = pos + 1
-            diff = (diff << WORD_BITS) | word
+            words = self._words
+            diff = (diff << WORD_BITS) | (words[pos] if pos < len(words) else 0)
             range_ <<= WORD_BITS
+            self._pos = pos + 1
+        if not 0 <= diff < range_:
+            _broken(f"point - lower = {diff:#x}, range = {range_:#x} "
+                    f"(consume({start}, {mass}) does not hold the quantile)")
         self._diff = diff
         self._range = range_
-        self._count += 1
-        if not (0 <= diff < range_ and RANGE_MIN <= range_ <= STATE_MASK):
-            _broken(f"point - lower = {diff:#x}, range = {range_:#x}")
 
-    def quantile(self) -> int:
-        """The 24-bit quantile q of the next step (SPEC.md §2.7), without consuming it.
-
-        An adaptive model finds the interval [start, start + mass) that holds q
-        and then calls ``consume(start, mass)``.  BitstreamError if q >= 2^24.
-        """
-        return self._quantile()
-
-    def consume(self, start: int, mass: int) -> None:
-        """Remove the interval [start, start + mass) found for ``quantile()``.
-
-        The caller guarantees start <= quantile() < start + mass <= 2^24.
-        Invariant after: 0 <= point - lower < range, 2^32 <= range < 2^64.
-        """
-        self._consume(start, mass)
+    # -- symbols from tables, through quantile() and consume() ----------------
 
     def decode(self, cdf) -> int:
         """Decode one symbol coded with the table ``cdf``.
@@ -584,10 +560,10 @@ class Decoder:
         """
         if type(cdf) is not CheckedCDF:
             cdf = check_cdf(cdf)
-        q = self._quantile()
+        q = self.quantile()
         symbol = bisect_right(cdf, q) - 1          # cdf[symbol] <= q < cdf[symbol + 1]
         start = cdf[symbol]
-        self._consume(start, cdf[symbol + 1] - start)
+        self.consume(start, cdf[symbol + 1] - start)
         return symbol
 
     def decode_uniform(self, bits: int) -> int:
@@ -599,8 +575,8 @@ class Decoder:
         if bits == 0:
             return 0
         shift = PRECISION - bits
-        value = self._quantile() >> shift
-        self._consume(value << shift, 1 << shift)
+        value = self.quantile() >> shift
+        self.consume(value << shift, 1 << shift)
         return value
 
     def decode_many(self, n: int, cdf) -> list:
@@ -611,7 +587,7 @@ class Decoder:
         n = operator.index(n)
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        return self._decode_loop(repeat(tuple(_prepare(cdf)), n))
+        return self._decode_prepared(repeat(_prepare(cdf), n))
 
     def decode_sequence(self, cdfs) -> list:
         """Decode one symbol per table in ``cdfs`` (mirror of ``encode_sequence``).
@@ -626,13 +602,12 @@ class Decoder:
             if entry is None:
                 entry = prepared[id(cdf)] = _prepare(cdf)
             add(entry)
-        return self._decode_loop(entries)
+        return self._decode_prepared(entries)
 
     def decode_uniform_many(self, n: int, bits: int) -> list:
         """Decode ``n`` values coded with ``encode_uniform(value, bits)``.
 
-        Invariant after: 0 <= point - lower < range, 2^32 <= range < 2^64
-        (checked at the end of the call).
+        Invariant after: 0 <= point - lower < range, 2^32 <= range < 2^64.
         """
         bits = _bits(bits)
         n = operator.index(n)
@@ -642,74 +617,32 @@ class Decoder:
             return [0] * n
         shift = PRECISION - bits
         mass = 1 << shift
-        words = self._words
-        num_words = len(words)
-        pos = self._pos
-        diff = self._diff
-        range_ = self._range
-        total, range_min = TOTAL, RANGE_MIN
+        quantile, consume = self.quantile, self.consume
         out = []
         emit = out.append
         for _ in range(n):
-            scale = range_ >> 24                      # PRECISION
-            q = diff // scale
-            if q >= total:                            # invalid data (SPEC.md §2.8)
-                _invalid_quantile(self._count + len(out), q)
-            value = q >> shift
-            diff -= scale * (value << shift)
-            range_ = scale * mass
-            if range_ < range_min:                    # renormalise: read one word
-                range_ <<= 32                         # WORD_BITS
-                diff = (diff << 32) | (words[pos] if pos < num_words else 0)
-                pos += 1
+            value = quantile() >> shift
+            consume(value << shift, mass)
             emit(value)
-        self._store(out, diff, range_, pos)
         return out
 
-    def _decode_loop(self, entries):
-        """The hot loop: decode one symbol per ``_Prepared`` table in ``entries``.
+    def _decode_prepared(self, entries):
+        """One symbol per ``_Prepared`` table in ``entries``: quantile, look up, consume.
 
-        Invariant after each symbol: 0 <= point - lower < range,
-        2^32 <= range < 2^64 (checked at the end of the call).
+        The coarse index narrows the binary search to the symbols of q's
+        bucket (see ``_Prepared``).
         """
-        words = self._words
-        num_words = len(words)
-        pos = self._pos
-        diff = self._diff
-        range_ = self._range
-        total, range_min = TOTAL, RANGE_MIN
+        quantile, consume = self.quantile, self.consume
         find = bisect_right
         out = []
         emit = out.append
         for table, starts, masses, shift, lo, hi in entries:
-            scale = range_ >> 24                      # PRECISION
-            q = diff // scale
-            if q >= total:                            # invalid data (SPEC.md §2.8)
-                _invalid_quantile(self._count + len(out), q)
+            q = quantile()
             b = q >> shift
             s = find(table, q, lo[b], hi[b]) - 1      # table[s] <= q < table[s + 1]
-            diff -= scale * starts[s]
-            range_ = scale * masses[s]
-            if range_ < range_min:                    # renormalise: read one word
-                range_ <<= 32                         # WORD_BITS
-                diff = (diff << 32) | (words[pos] if pos < num_words else 0)
-                pos += 1
+            consume(starts[s], masses[s])
             emit(s)
-        self._store(out, diff, range_, pos)
         return out
-
-    def _store(self, out, diff, range_, pos):
-        """Write back the state of a hot loop and check its invariant.
-
-        Invariant after: 0 <= point - lower < range, 2^32 <= range < 2^64
-        (only once a symbol has been decoded; before, 0 <= d < 2^64).
-        """
-        self._diff = diff
-        self._range = range_
-        self._pos = pos
-        self._count += len(out)
-        if out and not (0 <= diff < range_ and RANGE_MIN <= range_ <= STATE_MASK):
-            _broken(f"point - lower = {diff:#x}, range = {range_:#x}")
 
     def check_end(self) -> None:
         """Raise BitstreamError unless the payload is exactly the encoder's output.
@@ -738,7 +671,7 @@ class Decoder:
         if len(words) != expected:
             raise BitstreamError(
                 f"range coder payload has {len(words)} words, the encoder writes "
-                f"{expected} for the {self._count} symbols decoded")
+                f"{expected} for the symbols decoded")
         if high != point_word or (extra and low != 0):
             raise BitstreamError("range coder payload does not end with the sealing words "
                                  "of the symbols decoded (SPEC.md §2.5)")

@@ -6,7 +6,7 @@
 The VAE is trained with an N(0, I) prior, but VBQ codes in the CDF space of
 an *empirical* prior fitted per channel to posterior means (the paper, Sec.
 5; SPEC.md §4.4).  This script runs the NumPy analysis transform on training
-images (never Kodak), fits that prior with :func:`bac_ref.priors.fit_empirical_prior`
+images (never Kodak), fits that prior with :func:`bac_ref.prior_fit.fit_empirical_prior`
 and writes weights, metadata and ``prior.*`` arrays into one .npz, then
 records its sha256 in the folder's MANIFEST.json.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from .imageio import read_image, to_rgb_float
 from .model import load_model
-from .priors import fit_empirical_prior
+from .prior_fit import fit_empirical_prior
 from .weights import PARAM_LAYOUT, export_npz, load_npz_arrays
 
 

@@ -16,8 +16,9 @@ Honesty checks (each raises AssertionError when it fails, so a wrong page cannot
 * the layer-by-layer g_a of step 1 gives exactly ``Model.analysis``;
 * the candidate table of step 2 picks what ``vbq.quantize`` and the brute force
   ``vbq.quantize_exhaustive`` pick, and the codec quantizes like ``vbq.quantize``;
-* the labelled coding steps of step 4 (:func:`coding_steps`, a replay of the SPEC.md §9
-  model logic) give, through a fresh ``rangecoder.Encoder``, the payload the codec wrote;
+* the labelled coding steps of step 4 (``entropy_model.coding_steps``: the encoder's own
+  SPEC.md §9 walk, with each step named after its model) give, through a fresh
+  ``rangecoder.Encoder``, the payload the codec wrote;
 * decoding gives back the same symbols and a bit-identical zhat.
 
 The output is deterministic: no timings, no absolute paths, floats rounded for display.
@@ -36,7 +37,7 @@ from fractions import Fraction
 import numpy as np
 
 from . import bitstream, codec, entropy_model, vbq
-from .entropy_model import K_TREE, TOTAL
+from .entropy_model import TOTAL, coding_steps
 from .layers import conv2d, gdn
 from .priors import QuantilePrior
 from .rangecoder import OVERHEAD_PER_SYMBOL_BITS, Encoder
@@ -121,72 +122,6 @@ def _bits(mass: int) -> float:
 
 def _xi(d: int, k: int) -> str:
     return str(Fraction(2 * k + 1, 2 << d))
-
-
-# ---------------------------------------------------------------------------
-# The coding steps, labelled (a replay of entropy_model.encode_symbols, SPEC.md §9)
-# ---------------------------------------------------------------------------
-def coding_steps(depth: np.ndarray, index: np.ndarray, max_depth: int) -> list:
-    """Every coding step of the payload as (channel, model, symbol, start, mass).
-
-    The model logic of :func:`bac_ref.entropy_model.encode_symbols` (through that
-    module's helpers), one step at a time and with names: "A" (channel activity, §9.1),
-    "D[ctx_n,ctx_c]" (depth, §9.2), "B[c,node,vote]" (index bit, §9.3), "U<r>" (r raw
-    index bits, §2.9).  The tour checks that coding these intervals gives the payload
-    the codec wrote.
-    """
-    em = entropy_model
-    m, h, w = depth.shape
-    steps = []
-    active_c = [1, 1]                                   # counts of model A
-    depth_models = em._DepthModels(max_depth)
-    node_c0 = [1] * (m * 3 << K_TREE)                   # B[c, node, vote]: counts of bit 0
-    node_c1 = [1] * (m * 3 << K_TREE)                   # ... and of bit 1
-    for c in range(m):
-        d = depth[c].ravel().tolist()
-        k = index[c].ravel().tolist()
-        active = 1 if any(d) else 0
-        m0 = em._mass0(*active_c)
-        steps.append((c, "A", active, m0 if active else 0, TOTAL - m0 if active else m0))
-        em._update_binary(active_c, active)
-        if not active:
-            continue
-        base_c = c * 3 << K_TREE
-        depth_sum = 0
-        for y in range(h):
-            for x in range(w):
-                pos = y * w + x
-                r = d[pos]
-                ctx = em._depth_context(d, y, x, w, max_depth, depth_sum)
-                table = depth_models.tables[ctx]
-                label = f"D[{ctx // 8},{ctx % 8 - 1}]"           # ctx = 8 ctx_n + ctx_c + 1
-                steps.append((c, label, r, table[r], table[r + 1] - table[r]))
-                depth_models.update(ctx, r)
-                depth_sum += r
-                v = k[pos]
-                node = 1
-                for level in range(min(r, K_TREE)):
-                    bit = (v >> (r - 1 - level)) & 1
-                    vote = em._vote(d, k, y, x, w, level, node - (1 << level))
-                    key = base_c + node * 3 + vote
-                    c0, c1 = node_c0[key], node_c1[key]
-                    m0 = em._mass0(c0, c1)
-                    label = f"B[{c},{node},{vote}]"
-                    if bit:
-                        steps.append((c, label, 1, m0, TOTAL - m0))
-                        c1 += em.INCREMENT
-                    else:
-                        steps.append((c, label, 0, 0, m0))
-                        c0 += em.INCREMENT
-                    if c0 + c1 > em.LIMIT:
-                        c0, c1 = (c0 + 1) >> 1, (c1 + 1) >> 1
-                    node_c0[key], node_c1[key] = c0, c1
-                    node = 2 * node + bit
-                rest = r - K_TREE
-                if rest > 0:
-                    low = v & ((1 << rest) - 1)
-                    steps.append((c, f"U{rest}", low, low << (24 - rest), 1 << (24 - rest)))
-    return steps
 
 
 # ---------------------------------------------------------------------------

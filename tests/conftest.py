@@ -2,13 +2,14 @@
 
 Tests marked ``@pytest.mark.slow`` are skipped unless they are asked for,
 with ``-m slow`` (any marker expression that selects ``slow``) or with the
-environment variable BAC_REF_SLOW=1.  This is the rule the per-module
-``slow`` fixtures of test_rangecoder.py and test_intmodels.py apply; here it
-covers every marked test, also those without the fixture.
+environment variable BAC_REF_SLOW=1 (which runs them together with the
+rest, as CI does: see .ci/run).  Helpers shared by several test modules live
+in tests/helpers.py.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -43,3 +44,32 @@ def kodim23():
     pixels = read_image(KODIM23).pixels
     pixels.setflags(write=False)
     return pixels
+
+
+@pytest.fixture(autouse=True)
+def _ieee_floats_after_each_test():
+    """Every test starts with IEEE-754 subnormals on.
+
+    ``bac_ref.train`` turns on torch's flush-denormal mode (a process-wide CPU flag)
+    when it runs in-process, as test_train does; later tests (VBQ with sigma = 5e-324,
+    hypothesis's float strategies) would then see subnormals flushed to zero.
+    """
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
+
+
+@pytest.fixture(scope="session")
+def fitted_priors():
+    """Two-channel samples and the priors fitted to them (KDE, Balle 2018), fitted once."""
+    import numpy as np
+    from bac_ref import prior_fit
+    rng = np.random.default_rng(11)
+    x = np.stack([rng.standard_normal(4000) * 0.5 + 2, rng.exponential(size=4000) - 1])
+    return {
+        "kde": prior_fit.fit_empirical_prior(x, axis=0, method="kde", table_bits=9),
+        "balle": prior_fit.fit_empirical_prior(x, axis=0, method="balle2018", table_bits=9,
+                                               maxiter=100, max_samples=1500),
+        "x": x,
+    }

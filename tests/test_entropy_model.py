@@ -211,3 +211,35 @@ def test_cost_by_kind_adds_up_to_the_payload():
     assert cost["active"] > 0 and cost["depth"] > 0 and cost["bit"] > 0
     bits = 8 * len(entropy_model.encode_symbols(depth, index, 12))
     assert sum(cost.values()) <= bits < sum(cost.values()) + 64 + 32
+
+
+def test_coding_steps_are_the_payload_and_the_spec_walk():
+    """entropy_model.coding_steps (the encoder's own walk, named) gives exactly the payload of
+    encode_symbols, and the same intervals as the independent SPEC.md §9 walk."""
+    from bac_ref import spec_entropy_model
+    from bac_ref.rangecoder import Encoder
+    rng = np.random.default_rng(9)
+    for style in ("smooth", "sparse", "uniform"):
+        depth, index = _random_symbols(rng, (3, 5, 7), 10, style)
+        steps = entropy_model.coding_steps(depth, index, 10)
+        enc = Encoder()
+        enc.encode_intervals([s.start for s in steps], [s.mass for s in steps])
+        assert enc.finish() == encode_symbols(depth, index, 10)
+        spec = [(t[s], t[s + 1] - t[s]) for t, s in spec_entropy_model.coding_steps(depth, index, 10)]
+        assert [(s.start, s.mass) for s in steps] == spec
+        kinds = {s.model[0] for s in steps}
+        assert kinds <= {"A", "D", "B", "U"} and "A" in kinds
+        assert sum(s.model == "A" for s in steps) == depth.shape[0]
+
+
+def test_symbol_models_are_the_intmodels_classes():
+    """The codec codes with the classes of SPEC.md §3.3 (intmodels), nothing re-inlined."""
+    from bac_ref.intmodels import AdaptiveBinaryModel, AdaptiveModel
+    models = entropy_model.SymbolModels(4, 10)
+    assert isinstance(models.activity, AdaptiveBinaryModel)
+    assert len(models.depth) == 8 * 12
+    assert all(isinstance(d, AdaptiveModel) and d.refresh == entropy_model.DEPTH_REFRESH
+               and d.increment == entropy_model.INCREMENT and d.n == 11 for d in models.depth)
+    b = models.bit(4 * 3 * 64 - 1)
+    assert isinstance(b, AdaptiveBinaryModel) and b.counts == (1, 1)
+    assert models.bit(4 * 3 * 64 - 1) is b

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import doctest
-import os
 import pickle
 import random
 from fractions import Fraction
@@ -20,12 +19,6 @@ HYPOTHESIS = settings(max_examples=80, deadline=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.fixture
-def slow(request):
-    """Skip unless slow tests were asked for (``-m slow`` or BAC_REF_SLOW=1)."""
-    expr = request.config.getoption("markexpr") or ""
-    if os.environ.get("BAC_REF_SLOW") != "1" and ("slow" not in expr or "not slow" in expr):
-        pytest.skip("slow test: run with -m slow")
 
 
 def test_doctests():
@@ -199,7 +192,7 @@ def test_cdf_from_counts_rejects_bad_counts():
 
 
 @pytest.mark.slow
-def test_cdf_from_counts_max_alphabet(slow):
+def test_cdf_from_counts_max_alphabet():
     table = cdf_from_counts([5] * (1 << 24))
     assert table[1] == 1 and table[-2] == TOTAL - 1
 
@@ -341,3 +334,56 @@ def test_adaptive_model_compresses_skewed_data():
         model.encode(enc, b)
     size = 8 * len(enc.finish())
     assert size < 0.2 * len(bits)                 # entropy of p = 0.02 is ~0.14 bits
+
+
+@HYPOTHESIS
+@given(st.integers(1, 12), st.integers(1, 40), st.integers(1, 400), st.integers(1, 20),
+       st.data())
+def test_refresh_lags_the_counts_by_fewer_than_refresh_symbols(n, increment, limit, refresh,
+                                                               data):
+    """AdaptiveModel(refresh=R): the table is that of the counts after the last multiple of R
+    updates (SPEC.md §9.2's schedule for R = 16); the counts follow §3.3 as for R = 1."""
+    symbols = data.draw(st.lists(st.integers(0, n - 1), max_size=120))
+    model = AdaptiveModel(n, increment=increment, limit=limit, refresh=refresh)
+    counts = [1] * n
+    snapshot = list(counts)
+    for i, s in enumerate(symbols):
+        assert list(model.cdf()) == reference_cdf_from_counts(snapshot), (i, refresh)
+        model.update(s)
+        counts[s] += increment
+        if sum(counts) > limit:
+            counts = [(c + 1) // 2 for c in counts]
+        if (i + 1) % refresh == 0:
+            snapshot = list(counts)
+    assert list(model.counts) == counts
+    assert list(model.copy().cdf()) == reference_cdf_from_counts(snapshot)
+    with pytest.raises(ValueError, match="refresh"):
+        AdaptiveModel(2, refresh=0)
+
+
+def test_interval_and_decode_use_the_current_table():
+    """interval(s) is [cdf[s], cdf[s+1]); decode(dec) finds s from the quantile and updates:
+    coding the intervals of one model copy and decoding with another gives the symbols back."""
+    rnd = random.Random(5)
+    for n in (2, 3, 11):
+        symbols = rnd.choices(range(n), weights=[i + 1 for i in range(n)], k=500)
+        for make in (lambda: AdaptiveModel(n, increment=64, refresh=rnd.choice([1, 16])),
+                     lambda: AdaptiveBinaryModel(increment=64)):
+            if n != 2 and make().n == 2:
+                continue
+            enc_model = make()
+            dec_model = enc_model.copy()
+            starts, masses = [], []
+            for s in symbols:
+                table = enc_model.cdf()
+                start, mass = enc_model.interval(s)
+                assert (start, mass) == (table[s], table[s + 1] - table[s])
+                starts.append(start)
+                masses.append(mass)
+                enc_model.update(s)
+            enc = rc.Encoder()
+            enc.encode_intervals(starts, masses)
+            dec = rc.Decoder(enc.finish())
+            assert [dec_model.decode(dec) for _ in symbols] == symbols
+            dec.check_end()
+            assert dec_model.counts == enc_model.counts

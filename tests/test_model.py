@@ -13,30 +13,18 @@ import bac_ref
 from bac_ref import g_a, model as model_mod
 from bac_ref.errors import ModelFileError
 from bac_ref.weights import PARAM_LAYOUT, export_npz
+from helpers import tiny_model_arrays, tiny_model_meta
 
 N, M = 8, 4
 
 
 def make_arrays(n=N, m=M, seed=0):
-    """Random but valid weights: small convolutions, beta > 0, gamma >= 0."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, shape_of in PARAM_LAYOUT.items():
-        shape = shape_of(n, m)
-        if name.endswith(".beta"):
-            a = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith(".gamma"):
-            a = rng.uniform(0, 0.2, shape)
-        elif name.endswith(".bias"):
-            a = 0.1 * rng.standard_normal(shape)
-        else:
-            a = rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
-        out[name] = a.astype(np.float32)
-    return out
+    """Random but valid weights (tests/helpers.py)."""
+    return tiny_model_arrays(n, m, seed)
 
 
 def make_meta(n=N, m=M):
-    return {"architecture": "bmshj2017-gaussian-vae", "N": n, "M": m}
+    return tiny_model_meta(n, m)
 
 
 def write_raw(path, arrays, meta=None, **extra):

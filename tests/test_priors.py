@@ -40,6 +40,7 @@ def test_std_table_matches_scipy():
     assert q[-1] == -q[0]
 
 
+@pytest.mark.slow
 def test_std_table_regenerates_bit_exactly():
     pytest.importorskip("mpmath")
     import importlib.util
@@ -111,16 +112,11 @@ def test_cdf_inverts_ppf():
 
 
 @pytest.fixture(scope="module")
-def small_priors():
-    rng = np.random.default_rng(11)
-    x = np.stack([rng.standard_normal(4000) * 0.5 + 2, rng.exponential(size=4000) - 1])
+def small_priors(fitted_priors):
     return {
         "std_normal": P.standard_normal(),
         "gaussian": P.gaussian([1e3, -3.0, 0.0], [1e-3, 7.0, 1.0]),
-        "kde": P.fit_empirical_prior(x, axis=0, method="kde", table_bits=9),
-        "balle": P.fit_empirical_prior(x, axis=0, method="balle2018", table_bits=9,
-                                       maxiter=100, max_samples=1500),
-        "x": x,
+        **fitted_priors,
     }
 
 
@@ -144,44 +140,6 @@ def test_gaussian_errors():
         P.gaussian([0.0, 1.0], [1.0])
     with pytest.raises(ValueError, match="gap"):
         P.gaussian([1e3], [1e-9])                                  # too narrow to be resolved
-
-
-@pytest.mark.parametrize("method", ["kde", "balle"])
-def test_empirical_fits_track_the_samples(method, small_priors):
-    prior, x = small_priors[method], small_priors["x"]
-    xi = np.array([0.05, 0.25, 0.5, 0.75, 0.9])
-    for c in range(2):
-        emp = np.quantile(x[c], xi)
-        fit = prior.ppf(xi, c)
-        assert np.max(np.abs(fit - emp)) < 0.1 * np.std(x[c]), (method, c, fit, emp)
-    assert prior.table_bits == 9 and prior.kind == "table"
-    assert json.loads(prior.params["info"])["method"] == ("kde" if method == "kde" else "balle2018")
-
-
-def test_empirical_fit_axis_and_dead_channel():
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((50, 3, 8))                          # channels on axis 1
-    x[:, 2] = 0.125                                              # a collapsed channel
-    prior = P.fit_empirical_prior(x, axis=1, table_bits=6)
-    assert prior.num_channels == 3
-    assert prior.table[2, 0] <= 0.125 <= prior.table[2, -1]
-    with pytest.raises(ValueError, match="method"):
-        P.fit_empirical_prior(x, axis=1, method="histogram")
-    with pytest.raises(ValueError, match="NaN"):
-        P.fit_empirical_prior(np.full((2, 10), np.nan))
-
-
-def test_balle_gradient_matches_finite_differences():
-    rng = np.random.default_rng(3)
-    y = rng.standard_normal((2, 300))
-    theta = P._balle_init(2, 10.0, rng) + rng.normal(0, 0.3, (2, P._NPAR))
-    _, _, grad = P._balle_forward(theta, y, True)
-    eps = 1e-6
-    for c, p in [(0, 0), (0, 5), (1, 17), (1, 30), (0, 42), (1, 40)]:
-        e = np.zeros_like(theta)
-        e[c, p] = eps
-        num = (P._balle_forward(theta + e, y, False)[1][c] - P._balle_forward(theta - e, y, False)[1][c]) / (2 * eps)
-        assert abs(num - grad[c, p]) < 1e-6 * max(1.0, abs(num))
 
 
 # ---------------------------------------------------------------------------

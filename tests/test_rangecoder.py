@@ -20,7 +20,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -37,12 +36,6 @@ HYPOTHESIS = settings(max_examples=60, deadline=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.fixture
-def slow(request):
-    """Skip unless slow tests were asked for (``-m slow`` or BAC_REF_SLOW=1)."""
-    expr = request.config.getoption("markexpr") or ""
-    if os.environ.get("BAC_REF_SLOW") != "1" and ("slow" not in expr or "not slow" in expr):
-        pytest.skip("slow test: run with -m slow")
 
 
 # ---------------------------------------------------------------------------
@@ -601,12 +594,14 @@ def test_constriction_uniform_fast_path():
         assert ours.words() == theirs.get_compressed().tolist()
 
 
-def test_constriction_random_sequences():
-    """1,000+ random messages: identical words, and each side decodes the other."""
+@pytest.mark.parametrize("messages", [150, pytest.param(1100, marks=pytest.mark.slow)])
+def test_constriction_random_sequences(messages):
+    """Random messages (1,100 with -m slow, the first 150 by default): identical words, and
+    each side decodes the other."""
     pytest.importorskip("constriction")
     rnd = random.Random(2020)
     checked = 0
-    for i in range(1100):
+    for i in range(messages):
         n = rnd.choice([2, 2, 3, 4, 5, 11, 17, 64, 257, 2047, 4096])
         kind = rnd.choice(["random"] * 6 + ["heavy_first", "heavy_last", "heavy_middle"])
         table = random_table(rnd, n, kind)
@@ -623,7 +618,7 @@ def test_constriction_random_sequences():
             assert constriction_decode(words, [table] * length) == symbols
         assert rc.decode(theirs, [table] * length) == symbols
         checked += 1
-    assert checked >= 1000
+    assert checked == messages
 
 
 def test_constriction_varying_tables():
@@ -764,11 +759,12 @@ def test_strict_end_check():
         assert _decode_or_error(data[:-cut], [table] * 100) != symbols
 
 
-def test_hostile_input():
+@pytest.mark.parametrize("trials", [100, pytest.param(400, marks=pytest.mark.slow)])
+def test_hostile_input(trials):
+    """Altered, cut, extended and random payloads: symbols or BitstreamError, nothing else."""
     rnd = random.Random(666)
-    start = time.perf_counter()
     outcomes = {"symbols": 0, "error": 0}
-    for i in range(400):
+    for i in range(trials):
         tabs = [random_table(rnd, rnd.choice([1, 2, 3, 11, 4096]) if i % 7 else 2,
                              rnd.choice(["random", "heavy_first", "heavy_last"]))
                 for _ in range(3)]
@@ -796,13 +792,11 @@ def test_hostile_input():
                     dec.decode_uniform(24)
             except BitstreamError:
                 pass
-    elapsed = time.perf_counter() - start
     assert outcomes["symbols"] > 0 and outcomes["error"] > 0
-    assert elapsed < 30
 
 
 @pytest.mark.slow
-def test_slow_constriction_many(slow):
+def test_slow_constriction_many():
     pytest.importorskip("constriction")
     rnd = random.Random(77)
     for i in range(20000):
@@ -815,7 +809,7 @@ def test_slow_constriction_many(slow):
 
 
 @pytest.mark.slow
-def test_slow_adversarial(slow):
+def test_slow_adversarial():
     rnd = random.Random(4321)
     for rep in range(300):
         for plan in ADVERSARIAL_PLANS:

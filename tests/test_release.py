@@ -9,9 +9,9 @@ import numpy as np
 
 from bac_ref import release
 from bac_ref.benchmarks import eval_model
-from bac_ref.conformance import tiny_model_bytes
 from bac_ref.imageio import write_png
 from bac_ref.model import load_model
+from helpers import tiny_model_bytes
 
 
 def _setup(tmp_path):
@@ -20,8 +20,11 @@ def _setup(tmp_path):
     kodak = tmp_path / "kodak"
     kodak.mkdir()
     rng = np.random.default_rng(1)
-    for i in (1, 2):
-        write_png(str(kodak / f"kodim0{i}.png"), rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    for i, (h, w) in ((1, (40, 56)), (2, (24, 72))):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if i == 2:                                  # black: a different PSNR and KL
+            img = np.zeros_like(img)
+        write_png(str(kodak / f"kodim0{i}.png"), np.ascontiguousarray(img))
     return str(path), str(kodak)
 
 
@@ -32,6 +35,18 @@ def test_model_figures_are_means_over_the_images(tmp_path):
     assert r["kl_bpp"] >= 0
     assert r == eval_model.kodak_mean_reconstruction(load_model(path), kodak, seed=3)  # seeded
     assert eval_model.kodak_mean_reconstruction(load_model(path), str(tmp_path / "none"))["n"] == 0
+    # the figures are the plain means of the per-image figures (not pooled over pixels, not
+    # the last image's): each image alone in a folder gives its own figures
+    singles = []
+    for i in (1, 2):
+        one = tmp_path / f"one{i}"
+        one.mkdir()
+        (one / f"kodim0{i}.png").write_bytes((tmp_path / "kodak" / f"kodim0{i}.png").read_bytes())
+        singles.append(eval_model.kodak_mean_reconstruction(load_model(path), str(one), seed=3))
+    for key in ("psnr", "kl_bpp"):
+        a, b = singles[0][key], singles[1][key]
+        assert abs(a - b) > 1e-4, (key, a, b)       # the images differ, so a mean is visible
+        assert np.isclose(r[key], (a + b) / 2, rtol=0, atol=1e-9), (key, r[key], a, b)
 
 
 def test_card_has_the_figures_and_the_notes(tmp_path):

@@ -1,10 +1,14 @@
 """Tests of the VBQ quantizer (SPEC.md §4.1, §5): brute-force equality, analytic cases, errors."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from bac_ref import prior_fit as PF
 from bac_ref import priors as P
 from bac_ref import vbq
+from helpers import vbq_by_definition
 
 RNG_SEED = 20200713
 
@@ -14,7 +18,7 @@ def _fitted_prior():
     rng = np.random.default_rng(5)
     x = np.stack([rng.standard_normal(3000) * 2 + 1, rng.laplace(size=3000) * 0.3,
                   rng.standard_t(3, size=3000)])
-    return P.fit_empirical_prior(x, axis=0, method="kde", table_bits=8)
+    return PF.fit_empirical_prior(x, axis=0, method="kde", table_bits=8)
 
 
 PRIORS = {
@@ -69,33 +73,75 @@ PLAN = [
     ("std_normal", 10, 6000, True),
     ("std_normal", 16, 150, False), ("gaussian3", 16, 60, True), ("empirical3", 16, 60, False),
 ]
+# The default suite checks every row on its first DEFAULT_SHARE of cases; `-m slow` (CI) all.
+DEFAULT_SHARE = 10
 
 
-@pytest.mark.parametrize("name,n,size,with_cl", PLAN)
-def test_equals_brute_force(name, n, size, with_cl):
-    """>= 100,000 cases in all (see PLAN): the 2N+1-candidate search == exhaustive search."""
+def _plan_cases(name, n, size, with_cl):
     prior = PRIORS[name]
     rng = np.random.default_rng([RNG_SEED, n, size, with_cl, len(name)])
     mu, sigma, lam = _hard_cases(rng, prior, n, size)
     cl = rng.uniform(0, 20, (prior.num_channels, n + 1)) if with_cl else None
+    return prior, mu, sigma, lam, cl
+
+
+def _check_plan_row(name, n, size, with_cl, share):
+    prior, mu, sigma, lam, cl = _plan_cases(name, n, size, with_cl)
+    cut = slice(0, max(1, size // share))
+    mu, sigma, lam = mu[:, cut], sigma[:, cut], lam[:, cut]
     fast = vbq.quantize(mu, sigma, lam, prior, n, code_length=cl)
-    slow = vbq.quantize_exhaustive(mu, sigma, lam, prior, n, code_length=cl)
-    assert _same(fast, slow)
+    d, k, z = vbq_by_definition(mu, sigma, lam, prior.table, n, cl)
+    assert np.array_equal(fast.depth, d) and np.array_equal(fast.index, k)
+    assert np.array_equal(fast.zhat.view(np.uint64), z.view(np.uint64))
+    # vbq's own exhaustive search (used by the tour) agrees as well
+    assert _same(fast, vbq.quantize_exhaustive(mu, sigma, lam, prior, n, code_length=cl))
     assert fast.depth.max() <= n and fast.depth.min() >= 0
     assert np.all((fast.index >= 0) & (fast.index < (1 << fast.depth)))
 
 
-def test_case_count():
-    total = sum(PRIORS[name].num_channels * size for name, _, size, _ in PLAN)
-    assert total >= 100_000
+@pytest.mark.parametrize("name,n,size,with_cl", PLAN)
+def test_equals_definition(name, n, size, with_cl):
+    """The 2N+1-candidate search == VBQ by its definition (tests/helpers.py: an exhaustive
+    search written from SPEC.md §5.1/§5.3 alone, sharing no code with vbq), on a tenth of
+    each PLAN row; ``test_equals_definition_all`` (slow) checks every case."""
+    _check_plan_row(name, n, size, with_cl, DEFAULT_SHARE)
 
 
-def _scalar_reference(mu, sigma, lam, prior, n, cl=None):
-    """Independent, per-latent brute force in Python floats (one channel)."""
+@pytest.mark.slow
+@pytest.mark.parametrize("name,n,size,with_cl", PLAN)
+def test_equals_definition_all(name, n, size, with_cl):
+    """>= 100,000 cases in all (see PLAN and test_plan_has_100k_distinct_cases)."""
+    _check_plan_row(name, n, size, with_cl, 1)
+
+
+def test_plan_has_100k_distinct_cases():
+    """The hard-case generator gives PLAN's >= 100,000 distinct (channel, mu, sigma, lambda)
+    cases (not copies of a few), with every kind of case it promises in every row."""
+    total = 0
+    for name, n, size, with_cl in PLAN:
+        prior, mu, sigma, lam, _ = _plan_cases(name, n, size, with_cl)
+        assert mu.shape == (prior.num_channels, size)
+        chan = np.broadcast_to(np.arange(prior.num_channels)[:, None], mu.shape)
+        rows = np.stack([chan.ravel().astype(np.float64), mu.ravel(), sigma.ravel(),
+                         lam.ravel()], axis=1)
+        distinct = np.unique(rows.view(np.uint64), axis=0).shape[0]
+        assert distinct >= 0.97 * rows.shape[0], (name, n, size, distinct)
+        total += distinct
+        if size >= 150:
+            assert np.isinf(sigma).any() and (lam == 0).any() and (lam == 1e300).any()
+            assert (np.abs(mu) >= 1e17).any() and (sigma < 1e-300).any()
+    assert total >= 100_000, total
+
+
+def _scalar_reference(mu, sigma, lam, table, n, cl=None):
+    """Independent, per-latent brute force in Python floats for one latent: (depth, index, zhat).
+
+    table: the latent's channel's quantile table; cl: its code lengths by depth (None: L = d).
+    """
     best = None
     g = n + 1
-    q = [float(x) for x in prior.table[0]]
-    k = prior.table_bits
+    q = [float(x) for x in table]
+    k = (len(q) - 1).bit_length() - 1
     values = []
     for j in range(1, 1 << g):
         if g <= k:
@@ -111,9 +157,12 @@ def _scalar_reference(mu, sigma, lam, prior, n, cl=None):
         tz = (j & -j).bit_length() - 1
         d = n - tz
         idx = j >> (tz + 1)
-        b = 0.0 if sigma == np.inf else (v - mu) / sigma
-        length = d if cl is None else cl[d]
-        o = -(b * b * 0.5) - lam * length
+        b = 0.0 if sigma == math.inf else (v - mu) / sigma
+        length = d if cl is None else float(cl[d])
+        try:
+            o = -(b * b * 0.5) - lam * length
+        except OverflowError:
+            o = -math.inf
         rho = jlo - j if j <= jlo else j - jlo - 1
         key = (-o, d, rho, idx)
         if best is None or key < best[0]:
@@ -121,16 +170,27 @@ def _scalar_reference(mu, sigma, lam, prior, n, cl=None):
     return best[1:]
 
 
-def test_scalar_reference_agrees():
-    rng = np.random.default_rng(RNG_SEED)
-    prior = P.gaussian([0.0], [0.7])
-    for n in (0, 1, 3, 6):
-        for _ in range(150):
-            mu = float(rng.standard_normal() * 2)
-            sigma = float(np.exp(rng.uniform(-5, 2)))
-            lam = float(10 ** rng.uniform(-4, 1))
-            r = vbq.quantize(mu, sigma, lam, prior, n)
-            assert (int(r.depth), int(r.index), float(r.zhat)) == _scalar_reference(mu, sigma, lam, prior, n)
+# (prior, max_depth, cases per channel): every prior and channel, depths up to 10
+SCALAR_PLAN = [(name, n, cases) for name in ("std_normal", "gaussian3", "narrow", "empirical3")
+               for n, cases in ((0, 12), (1, 25), (3, 25), (6, 12), (10, 3))]
+
+
+@pytest.mark.parametrize("with_cl", [False, True])
+@pytest.mark.parametrize("name,n,cases", SCALAR_PLAN)
+def test_scalar_reference_agrees(name, n, cases, with_cl):
+    """vbq.quantize == a per-latent pure-Python brute force (no numpy in the search), on the
+    hard cases of every prior's every channel, with and without a code-length table."""
+    prior = PRIORS[name]
+    rng = np.random.default_rng([RNG_SEED, n, cases, with_cl, len(name)])
+    mu, sigma, lam = _hard_cases(rng, prior, n, cases)
+    cl = rng.uniform(0, 20, (prior.num_channels, n + 1)) if with_cl else None
+    r = vbq.quantize(mu, sigma, lam, prior, n, code_length=cl)
+    for c in range(prior.num_channels):
+        for i in range(cases):
+            want = _scalar_reference(float(mu[c, i]), float(sigma[c, i]), float(lam[c, i]),
+                                     prior.table[c], n, None if cl is None else cl[c])
+            got = (int(r.depth[c, i]), int(r.index[c, i]), float(r.zhat[c, i]))
+            assert got == want, (c, i, mu[c, i], sigma[c, i], lam[c, i])
 
 
 def test_tie_rule_rho_matters_for_non_monotone_code_lengths():
