@@ -111,7 +111,8 @@ def model_id_bytes(model) -> bytes:
 # The pipeline, one screen per direction
 # ---------------------------------------------------------------------------
 def compress_details(image, lam=None, *, bpp=None, psnr=None, model=None,
-                     max_depth=DEFAULT_MAX_DEPTH, second_pass=True, progress=None) -> Encoded:
+                     max_depth=DEFAULT_MAX_DEPTH, second_pass=True, progress=None,
+                     measure_psnr=False) -> Encoded:
     """Compress and return the bytes with the symbols and lambda used.
 
     Exactly one of ``lam`` (a number >= 0, or an array broadcastable to the
@@ -123,16 +124,22 @@ def compress_details(image, lam=None, *, bpp=None, psnr=None, model=None,
     0.1 dB of the best the model can do on this image): ``Encoded.note`` then
     says so (:mod:`bac_ref.ratecontrol`).  ``second_pass=False`` skips the
     paper's second pass (SPEC.md §5.4).  ``progress(message)`` hears about
-    long work (strips, search steps).
+    long work (strips, search steps).  ``measure_psnr=True`` fills ``Encoded.psnr``
+    (one g_s; a ``psnr`` target has measured it already).
     """
     _check_options(lam, bpp, psnr, max_depth)
     enc = Encoder(image, model, int(max_depth), progress=progress)    # g_a: x -> (mu, sigma)
     if lam is not None:
-        return enc.encode(lam, second_pass)              # VBQ -> entropy model -> .bac bytes
-    from . import ratecontrol                            # a target: search lambda first
-    if bpp is not None:
-        return ratecontrol.encode_for_bpp(enc, float(bpp), second_pass, progress)
-    return ratecontrol.encode_for_psnr(enc, float(psnr), second_pass, progress)
+        out = enc.encode(lam, second_pass)               # VBQ -> entropy model -> .bac bytes
+    else:                                                # a target: search lambda first
+        from . import ratecontrol
+        search = ratecontrol.encode_for_bpp if bpp is not None else ratecontrol.encode_for_psnr
+        out = search(enc, float(bpp if bpp is not None else psnr), second_pass, progress)
+    if measure_psnr and out.psnr is None:                # what the decoder's pixels will score
+        t0 = time.perf_counter()
+        out.psnr = enc.quality(out.zhat)
+        out.times["PSNR (g_s)"] = time.perf_counter() - t0
+    return out
 
 
 def compress(image, lam=None, *, bpp=None, psnr=None, model=None,
@@ -251,6 +258,18 @@ def to_pixels(x_hat: np.ndarray, grey: bool) -> np.ndarray:
     if not np.all(np.isfinite(x_hat)):
         raise ValueError("the reconstruction holds NaN or infinite values")
     return np.rint(np.clip(x_hat, np.float32(0), np.float32(1)) * np.float32(255)).astype(np.uint8)
+
+
+def reference_pixels(image) -> np.ndarray:
+    """The input as 8-bit pixels the way the decoder's are made (SPEC.md §10): what PSNR
+    compares with.  (H, W, 3) or (H, W) uint8; converted strip by strip."""
+    src = image if isinstance(image, ImageSource) else ImageSource(image)
+    out = np.empty((src.height, src.width) + (() if src.grey else (3,)), dtype=np.uint8)
+    step = max(1, tiling.STRIP_PIXELS // src.width)
+    for r0 in range(0, src.height, step):
+        r1 = min(r0 + step, src.height)
+        out[r0:r1] = to_pixels(src.rows(r0, r1).transpose(1, 2, 0), src.grey)
+    return out
 
 
 def reconstruct_strips(model, zhat: np.ndarray, size, grey: bool):
@@ -388,13 +407,7 @@ class Encoder:
     def pixels(self) -> np.ndarray:
         """The input as the decoder's 8-bit pixels (SPEC.md §10), (H, W, 3) or (H, W)."""
         if self._pixels is None:
-            shape = (self.height, self.width) + (() if self.grey else (3,))
-            out = np.empty(shape, dtype=np.uint8)
-            step = max(1, tiling.STRIP_PIXELS // self.width)
-            for r0 in range(0, self.height, step):
-                r1 = min(r0 + step, self.height)
-                out[r0:r1] = to_pixels(self.source.rows(r0, r1).transpose(1, 2, 0), self.grey)
-            self._pixels = out
+            self._pixels = reference_pixels(self.source)
         return self._pixels
 
     def quality(self, q_or_zhat) -> float:
