@@ -493,16 +493,18 @@ def decode_symbols(data: bytes, model=None, max_pixels: int = MAX_DECODE_PIXELS)
 
 
 def _dequantize(depth, index, prior) -> np.ndarray:
-    """vbq.dequantize (SPEC.md §4.2), computed once per inactive channel (all depths 0)."""
+    """vbq.dequantize (SPEC.md §4.2) by groups of channels (bounded temporaries), computed
+    once per inactive channel (all depths 0: the channel's median).  Same numbers."""
+    from .priors import QuantilePrior
     m = depth.shape[0]
-    active = depth.reshape(m, -1).any(axis=1)                             # (M,)
-    if active.all():
-        return vbq.dequantize(depth, index, prior, axis=0)
-    ones = np.zeros((m, 1, 1), dtype=np.int64)
+    per_channel = max(1, depth[0].size)
+    zeros = np.zeros((m, 1, 1), dtype=np.int64)
     zhat = np.empty(depth.shape, dtype=np.float64)                        # (M, h, w)
-    zhat[...] = vbq.dequantize(ones, ones, prior, axis=0)                 # the channel medians
-    if active.any():
-        from .priors import QuantilePrior
-        sub = QuantilePrior(prior.table[active])
-        zhat[active] = vbq.dequantize(depth[active], index[active], sub, axis=0)
+    zhat[...] = vbq.dequantize(zeros, zeros, prior, axis=0)               # the channel medians
+    active = np.flatnonzero(depth.reshape(m, -1).any(axis=1))             # channel numbers
+    step = max(1, GROUP_LATENTS // per_channel)
+    for i in range(0, len(active), step):
+        ch = active[i:i + step]
+        sub = QuantilePrior(prior.table[ch])
+        zhat[ch] = vbq.dequantize(depth[ch], index[ch], sub, axis=0)
     return zhat

@@ -31,7 +31,7 @@ def test_strips_cover_the_rows_once():
             for a0, a, b, b0 in plan:
                 assert a0 == max(0, a - tiling.HALO) and b0 == min(h, b + tiling.HALO)
     assert len(tiling.strips(32, 48)) == 1                # a 768 x 512 photo: one strip
-    assert len(tiling.strips(188, 250)) == 12             # 4000 x 3000: 12 strips of 16 rows
+    assert len(tiling.strips(188, 250)) == 6              # 4000 x 3000: 6 strips of 32 rows
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3])
