@@ -420,8 +420,6 @@ class Encoder:
             sse += sse_uint8(ref[r0:r1], px)
         return psnr_from_sse(sse, ref.size)
 
-    psnr_of = quality
-
     def encode(self, lam, second_pass: bool = True, q: vbq.Quantized | None = None) -> Encoded:
         """VBQ at ``lam`` (or the given symbols ``q``), then the entropy model and the header."""
         lam_arr = np.asarray(lam, dtype=np.float64)
