@@ -16,9 +16,10 @@ once).  What one step costs decides the method:
   hits [target, target + 0.05 dB] in 2-4 steps; the file is coded once.
 
 Both searches run in t = ln(lambda) within ``codec.LAMBDA_RANGE`` with the
-safeguarded secant of :func:`solve` (secant steps from a prior slope; once the
-root is bracketed, secant steps that stay inside the bracket, else false
-position or bisection).
+safeguarded search of :func:`solve`: secant steps from a prior slope until the
+root is bracketed, then secant (or false position) steps, and a bisection
+whenever the bracket has not halved in two steps (Brent's rule: robust where
+PSNR is flat near the ceiling and steep below it).
 
 Out of reach.  Quality stops rising as lambda -> 0: the *ceiling* is the PSNR
 at the smallest lambda of the range.  A ``--psnr`` target above the ceiling,
@@ -68,34 +69,34 @@ def solve(f, t0: float, slope: float, tol: float, lo: float, hi: float, max_eval
         above = [p for p in pts if p[1] <= 0]
         return (max(below, default=None), min(above, default=None))
 
-    def evaluate(t):
-        v = f(t)
-        pts.append((t, v))
-        return v
-
     for p in pts:
         if abs(p[1]) <= tol:
             return p[0], "ok"
     t = min(max(t0, lo), hi)
+    widths = []                                         # bracket widths, to spot stalling
     for _ in range(max_evals):
         if not any(p[0] == t for p in pts):
-            v = evaluate(t)
+            v = f(t)
+            pts.append((t, v))
             if abs(v) <= tol:
                 return t, "ok"
         below, above = bracket()
         if below is not None and above is not None:
             (ta, va), (tb, vb) = below, above
-            if tb - ta < 1e-6:
+            if tb - ta < 1e-9:
                 break
-            (t1, v1), (t2, v2) = pts[-2:] if len(pts) >= 2 else (below, above)
-            tn = None
-            if t1 != t2 and v1 != v2:
-                tn = t2 - v2 * (t2 - t1) / (v2 - v1)    # secant through the last two points
+            widths.append(tb - ta)
             margin = 1e-3 * (tb - ta)
-            if tn is None or not ta + margin <= tn <= tb - margin:
-                tn = ta + va * (tb - ta) / (va - vb)    # else false position on the bracket,
-                if not ta + margin <= tn <= tb - margin:
-                    tn = 0.5 * (ta + tb)                # or bisection
+            if len(widths) >= 3 and widths[-1] > 0.5 * widths[-3]:
+                tn = 0.5 * (ta + tb)         # the bracket did not halve in two steps: bisect
+            else:
+                tn = None
+                (t1, v1), (t2, v2) = pts[-2:] if len(pts) >= 2 else (below, above)
+                if t1 != t2 and v1 != v2:
+                    tn = t2 - v2 * (t2 - t1) / (v2 - v1)    # secant through the last two
+                if tn is None or not ta + margin <= tn <= tb - margin:
+                    tn = ta + va * (tb - ta) / (va - vb)    # false position on the bracket
+                    tn = min(max(tn, ta + margin), tb - margin)
         else:
             last = sorted(pts, key=lambda p: abs(p[1]))[:2]
             s = slope
@@ -105,7 +106,10 @@ def solve(f, t0: float, slope: float, tol: float, lo: float, hi: float, max_eval
                     s = max(min(est, slope / 8), slope * 8)   # within 1/8 .. 8 of the prior
             t_ref, v_ref = last[0]
             tn = t_ref - v_ref / s
-            tn = min(max(tn, t_ref - MAX_STEP), t_ref + MAX_STEP)
+            if abs(tn - t_ref) > MAX_STEP and s == slope / 8:
+                tn = hi if tn > t_ref else lo   # flat and far: go to the end at once
+            else:
+                tn = min(max(tn, t_ref - MAX_STEP), t_ref + MAX_STEP)
             if tn >= hi:
                 if any(p[0] == hi for p in pts):
                     return hi, "high"
@@ -158,26 +162,34 @@ class _Search:
         out.times["search steps (VBQ runs)"] = self.steps
         return out
 
-    def find_quality(self, target):
-        """Search t for PSNR in [target, target + PSNR_TOL]; returns (t, status)."""
+    def find_quality(self, target, above=None):
+        """Search t for PSNR in [target, target + PSNR_TOL]; returns (t, status).
+
+        ``above``: search only t >= above (the knee: below it PSNR is flat and not
+        monotone, so only the largest lambda that meets the target counts).
+        """
         lo, hi = _lam_range()
+        if above is not None:
+            lo = above
         goal = target + PSNR_TOL / 2
 
         def f(t):
             return self.quality(t) - goal
-        pts = [(t, v - goal) for t, v in self.quality_of.items()]
-        return solve(f, math.log(START_LAM), PSNR_SLOPE, PSNR_TOL / 2, lo, hi, 14, pts)
+        pts = [(t, v - goal) for t, v in self.quality_of.items() if t >= lo]
+        start = math.log(START_LAM) if math.log(START_LAM) > lo else lo + 1.0
+        return solve(f, start, PSNR_SLOPE, PSNR_TOL / 2, lo, hi, 14, pts)
 
     def ceiling_psnr(self):
         """PSNR at the smallest lambda of the range: the most this model gives this image."""
-        if self.ceiling is None:
-            self.ceiling = self.quality(_lam_range()[0])
+        if self.ceiling is None:                 # PSNR is not monotone down there: the best seen
+            self.quality(_lam_range()[0])
+            self.ceiling = max(self.quality_of.values())
         return self.ceiling
 
     def knee(self, note):
         """The smallest file within QUALITY_SLACK of the ceiling (``note(lambda)`` explains)."""
         goal = self.ceiling_psnr() - QUALITY_SLACK
-        self.find_quality(goal)
+        self.find_quality(goal, above=self.best_meeting(goal))
         t = self.best_meeting(goal)
         return self.encode(t, note=note(math.exp(t)), psnr=self.quality_of[t])
 
