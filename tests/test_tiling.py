@@ -14,7 +14,7 @@ from bac_ref import codec, tiling, vbq
 
 @pytest.fixture(scope="module")
 def photo(kodim23):
-    return np.array(kodim23[100:213, 200:301])          # (113, 101, 3): 8 x 7 latents
+    return np.array(kodim23[100:181, 200:269])          # (81, 69, 3): 6 x 5 latents
 
 
 @pytest.fixture(scope="module")
