@@ -440,10 +440,13 @@ def cmd_decompress(args) -> int:
     from .imageio import encode_image, format_for_path
 
     src, dst = args.input, args.output
+    _refuse_same(src, dst)
     try:
-        _refuse_same(src, dst)
         fmt = args.format.upper() if args.format else (
             "PNG" if dst == STDIO else format_for_path(dst))
+    except ValueError as exc:                      # names OUT itself
+        raise UsageError(str(exc)) from None
+    try:
         if dst != STDIO:
             _check_new(dst, args.force)
         data = _read_input(src)

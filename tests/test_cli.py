@@ -395,7 +395,8 @@ def test_decompress_format_from_extension(capsys, images, tmp_path):
     assert (tmp_path / "x.ppm").read_bytes()[:2] == b"P6"
     code, _, err = run_cli(capsys, "decompress", bac, tmp_path / "x.jpg")
     assert code == 2
-    one_error_line(err, "x.jpg", ".png", ".npy")
+    line = one_error_line(err, "x.jpg", ".png", ".npy")
+    assert "x.bac" not in line                                      # about OUT, not IN
     code, _, err = run_cli(capsys, "decompress", bac, tmp_path / "x.pgm")   # RGB into PGM
     assert code == 2
     one_error_line(err, "grey")
