@@ -22,7 +22,7 @@ measured on RGB uint8 pixels (:mod:`bac_ref.evaluate`).  What each codec is::
   the depth cost replaced by the image's own per-channel depth code lengths,
   as in the authors' code, in three rounds); the flag travels in the header.
 * vbq: the first pass alone (``--no-second-pass``, the paper's plain objective):
-  :class:`bac_ref.codec._Analysed` (posterior once per image) and
+  :class:`bac_ref.codec.Encoder` (posterior once per image) and
   ``.encode(lam, second_pass=False)`` for a lambda grid (default
   2^linspace(-3, 9, 13): 0.125 .. 512, about 2 down to 0.005 bpp with the
   shipped model); size = the whole .bac
@@ -161,8 +161,8 @@ class _Log:
 
 
 def _write_json(path: str, obj) -> None:
-    from .cli import atomic_write
-    atomic_write(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode(), force=True)
+    from .imageio import atomic_write
+    atomic_write(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode(), overwrite=True)
 
 
 def _read_json(path: str):
@@ -327,8 +327,8 @@ def load_or_fit_baselines(model, cfg: BenchConfig, out_dir: str, images, log) ->
             log(f"  fitted {c} {key} ({i + 1}/{len(missing)}, {time.time() - t0:.0f} s)")
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        from .cli import atomic_write
-        atomic_write(npz_path, buf.getvalue(), force=True)
+        from .imageio import atomic_write
+        atomic_write(npz_path, buf.getvalue(), overwrite=True)
         _write_json(manifest_path, dict(basis, fit_id=fit_id, fit_images=len(files),
                                         positions_per_channel=int(mu.shape[1]),
                                         settings=sorted({k.rsplit("/", 1)[0] for k in arrays})))
@@ -435,8 +435,8 @@ class _ImageJob:
     @property
     def analysed(self):
         if self._analysed is None:
-            from .codec import _Analysed
-            self._analysed = _Analysed(self.img, self.model, self.cfg.max_depth)
+            from .codec import Encoder
+            self._analysed = Encoder(self.img, self.model, self.cfg.max_depth)
         return self._analysed
 
     def blind_analysed(self, sigma_c):
@@ -681,8 +681,8 @@ def plot(summary, path) -> bool:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    from .cli import atomic_write
-    atomic_write(path, buf.getvalue(), force=True)
+    from .imageio import atomic_write
+    atomic_write(path, buf.getvalue(), overwrite=True)
     return True
 
 
@@ -774,8 +774,8 @@ def run(images, out_dir, cfg: BenchConfig | None = None, quiet: bool = False) ->
         "seconds": round(time.time() - t_start, 1),
     }
     _write_json(os.path.join(out_dir, "results.json"), summary)
-    from .cli import atomic_write
-    atomic_write(os.path.join(out_dir, "results.md"), markdown(summary).encode(), force=True)
+    from .imageio import atomic_write
+    atomic_write(os.path.join(out_dir, "results.md"), markdown(summary).encode(), overwrite=True)
     if cfg.plot:
         if plot(summary, os.path.join(out_dir, "rd.png")):
             log(f"wrote {os.path.join(out_dir, 'rd.png')}")

@@ -2,7 +2,7 @@
 
     bac-ref compress IN OUT.bac [--lam L | --bpp B | --psnr P]       one image
     bac-ref compress IN... --out-dir DIR [--jobs N]                  many images
-    bac-ref decompress IN.bac OUT.png                                .bac -> PNG
+    bac-ref decompress IN.bac OUT.png|.ppm|.pgm|.npy                 .bac -> image
     bac-ref info FILE.bac [--symbols OUT.npz]                        header, sizes, symbols
     bac-ref demo [--out DIR]                                         kodim23 at three rates
     bac-ref conform ...                                              bac_ref.conformance, if present
@@ -25,14 +25,20 @@ Contract of every subcommand:
 * outputs are written to a temporary file in the target folder and renamed into
   place: a failure never leaves a partial file, and an existing file is never
   replaced without --force.
-* results go to stdout; progress (only for work that takes more than about
-  2 s) and warnings go to stderr; --quiet silences progress.
+* results go to stdout (to stderr when stdout carries the data, OUT = "-");
+  progress (only for work that takes more than about 2 s: strips of a large
+  image, steps of a rate search, files of a batch) and warnings go to stderr;
+  --quiet silences the result line and progress, --verbose adds the seconds
+  of every stage.
+* "-" as IN or OUT is stdin / stdout; OUT is never IN (refused, also with
+  --force); decompress writes the format OUT's extension names (.png,
+  .ppm/.pgm/.pnm, .npy) and refuses any other.
+* --jobs N runs N spawned workers with cores/N BLAS threads each; Ctrl-C
+  terminates them at once (no partial file; finished files stay; exit 130).
 """
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import io
 import math
 import os
@@ -44,7 +50,6 @@ import traceback
 PROG = "bac-ref"
 DEFAULT_LAMBDA = 3.0
 PROGRESS_DELAY = 2.0                 # seconds of work before progress is shown
-DEMO_IMAGE = "kodim23.png"
 DEMO_LAMBDAS = (10.0, 2.0, 0.1)      # kodim23: 0.127, 0.283, 1.018 bpp (160k-step model)
 DEBUG_ENV = "BAC_REF_DEBUG"
 
@@ -144,8 +149,66 @@ def atomic_write(path: str, data: bytes, force: bool = False) -> None:
     write(path, data, overwrite=force)
 
 
+from .sample import DEMO_IMAGE, demo_image_candidates, find_demo_image  # noqa: E402,F401
+
+
 def _fmt_lam(lam) -> str:
     return f"{float(lam):.4g}"
+
+
+# ---------------------------------------------------------------------------
+# Paths: "-" is stdin / stdout
+# ---------------------------------------------------------------------------
+STDIO = "-"
+
+
+def _same_file(a: str, b: str) -> bool:
+    """True when paths a and b name one file (existing or not)."""
+    if STDIO in (a, b):
+        return False
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _refuse_same(src: str, dst: str) -> None:
+    if _same_file(src, dst):
+        raise UsageError(f"{dst}: the output is the input file; refusing to replace it "
+                         "(also with --force)")
+
+
+def _read_input(path: str) -> bytes:
+    if path == STDIO:
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _write_output(path: str, data: bytes, force: bool) -> None:
+    if path == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        atomic_write(path, data, force)
+    except FileExistsError:
+        raise FileExistsError(17, "file exists", path) from None
+
+
+def _result(line: str, quiet: bool, to_stderr: bool) -> None:
+    """The one result line: stdout, or stderr when stdout carries the data; none if --quiet."""
+    if not quiet:
+        print(line, file=sys.stderr if to_stderr else sys.stdout, flush=True)
+
+
+def _times(times: dict) -> None:
+    """--verbose: the seconds of every stage, on stderr."""
+    for stage, value in times.items():
+        text = f"{value:.3f} s" if isinstance(value, float) else str(value)
+        print(f"  {stage}: {text}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -161,58 +224,61 @@ def _rate_kwargs(args) -> dict:
 
 def compress_file(src: str, dst: str, *, rate: dict, model=None, max_depth: int = 10,
                   second_pass: bool = True, force: bool = False, quiet: bool = False,
-                  report_psnr: bool = True, show_progress: bool = True):
-    """Compress one image file to ``dst``; returns (summary line, warnings).
+                  report_psnr: bool = True, show_progress: bool = True, verbose: bool = False):
+    """Compress one image file (or "-": stdin) to ``dst`` (or "-": stdout).
 
-    Raises the codec's errors (BitstreamError, ModelFileError, ImageFormatError,
-    ValueError, OSError) for bad input.  Used by ``compress`` and its workers.
+    Returns (summary line, warnings, stage times).  Raises the codec's errors
+    (BitstreamError, ModelFileError, ImageFormatError, ValueError, OSError) for bad
+    input.  Used by ``compress`` and its workers.
     """
     from . import codec
-    from .imageio import read_image
+    from .imageio import decode_image
 
-    _check_new(dst, force)
+    _refuse_same(src, dst)
+    if dst != STDIO:
+        _check_new(dst, force)
+    t0 = time.perf_counter()
+    img = decode_image(_read_input(src), name="<stdin>" if src == STDIO else src)
+    t_read = time.perf_counter() - t0
     warnings = []
-    img = read_image(src)
     if img.has_alpha:
         warnings.append(f"{src}: the alpha channel is dropped (the codec stores RGB or grey)")
-    search = "bpp" in rate or "psnr" in rate
+    if img.bit_depth == 16:
+        warnings.append(f"{src}: {'float' if img.float_pixels is not None else '16-bit'} "
+                        "samples are coded for 8-bit output (the decoder makes 8-bit pixels)")
     what = ", ".join(f"{k}={v:g}" for k, v in rate.items())
-    with _Progress(f"compressing {src} ({what})", quiet or not show_progress) as prog:
-        unit = " bpp" if "bpp" in rate else " dB"
+    name = "<stdin>" if src == STDIO else src
+    with _Progress(f"compressing {name} ({what})", quiet or not show_progress) as prog:
         enc = codec.compress_details(img, model=model, max_depth=max_depth,
-                                     second_pass=second_pass,
-                                     progress=(lambda msg: prog.step(msg + unit)) if search
-                                     else None, **rate)
-        line = (f"{os.path.basename(src)} -> {os.path.basename(dst)}: {len(enc.data)} bytes, "
-                f"{enc.bpp:.3f} bpp, lambda {_fmt_lam(enc.header.lam)}")
-        if report_psnr or "psnr" in rate:
-            prog.step("measuring PSNR")
-            m = codec.get_model(model)
-            x, grey = codec.as_float_image(img)
-            x_hat = m.synthesis(enc.zhat.astype("float32"), size=x.shape[:2])
-            value = codec.psnr(codec.to_pixels(x, grey), codec.to_pixels(x_hat, grey))
-            line += f" (PSNR {value:.2f} dB)"
-            if "psnr" in rate and value < rate["psnr"]:
-                line += f"; target {rate['psnr']:g} dB not reachable with this model: the best is shown"
-        if "bpp" in rate and abs(enc.bpp - rate["bpp"]) > 0.02 * rate["bpp"]:
-            line += f"; target {rate['bpp']:g} bpp not reachable: this is the closest size"
-        atomic_write(dst, enc.data, force)
-    return line, warnings
+                                     second_pass=second_pass, progress=prog.step,
+                                     measure_psnr=report_psnr, **rate)
+        _write_output(dst, enc.data, force)
+    times = dict({"read input": t_read}, **enc.times, total=time.perf_counter() - t0)
+    base = os.path.basename
+    line = (f"{base(name)} -> {base(dst) if dst != STDIO else '<stdout>'}: {len(enc.data)} bytes, "
+            f"{enc.bpp:.3f} bpp, lambda {_fmt_lam(enc.header.lam)}")
+    if enc.psnr is not None:
+        line += f" (PSNR {enc.psnr:.2f} dB)"
+    if enc.note:
+        line += f"; {enc.note}"
+    return line, warnings, times
 
 
-def _compress_worker(src, dst, kwargs):
-    """Process-pool task: (status, text, warnings); status 0 ok, 2 bad input, 1 bug."""
+def _compress_worker(task):
+    """Pool task: (status, text, warnings, times); status 0 ok, 2 bad input, 1 bug, 3 skipped."""
+    src, dst, kwargs = task
     try:
-        line, warnings = compress_file(src, dst, **kwargs)
-        return 0, line, warnings
-    except KeyboardInterrupt:
-        raise
+        line, warnings, times = compress_file(src, dst, **kwargs)
+        return 0, line, warnings, times
     except _expected_errors() as exc:
-        return 2, _prefixed(src, exc), []
+        return 2, _prefixed(src, exc), [], {}
+    except UsageError as exc:
+        return 2, str(exc), [], {}
     except Exception as exc:                       # noqa: BLE001 - reported, not hidden
         detail = traceback.format_exc() if os.environ.get(DEBUG_ENV) == "1" else ""
         text = " ".join(str(exc).split())
-        return 1, f"{src}: internal error: {type(exc).__name__}: {text}", [detail] if detail else []
+        return 1, f"{src}: internal error: {type(exc).__name__}: {text}", \
+            [detail] if detail else [], {}
 
 
 def _prefixed(src: str, exc: BaseException) -> str:
@@ -227,30 +293,45 @@ def _prefixed(src: str, exc: BaseException) -> str:
 def cmd_compress(args) -> int:
     kwargs = dict(rate=_rate_kwargs(args), model=args.model, max_depth=args.max_depth,
                   second_pass=args.second_pass, force=args.force, quiet=args.quiet,
-                  report_psnr=args.report_psnr)
+                  report_psnr=args.report_psnr, verbose=args.verbose)
     if args.out_dir is None:
         if len(args.paths) != 2:
             raise UsageError("compress takes IN OUT, or IN... --out-dir DIR for many files")
-        if args.jobs is not None:
-            raise UsageError("--jobs needs --out-dir")
+        if args.jobs is not None or args.skip_existing:
+            raise UsageError("--jobs and --skip-existing need --out-dir")
         src, dst = args.paths
         try:
-            line, warnings = compress_file(src, dst, **kwargs)
+            line, warnings, times = compress_file(src, dst, **kwargs)
         except _expected_errors() as exc:
             raise _Reported(_prefixed(src, exc)) from exc
         for w in warnings:
             _warn(w)
-        print(line, flush=True)
+        _result(line, args.quiet, to_stderr=dst == STDIO)
+        if args.verbose:
+            _times(times)
         return 0
-    return _compress_many(args.paths, args.out_dir, args.jobs or 1, kwargs)
+    if STDIO in args.paths:
+        raise UsageError("'-' (stdin) is for one file: compress - OUT")
+    return _compress_many(args.paths, args.out_dir, args.jobs or 1, kwargs, args.skip_existing)
 
 
-def _compress_many(sources, out_dir, jobs, kwargs) -> int:
+def _complete_bac(path: str) -> bool:
+    """True for an existing .bac file that parses (magic, header, CRC of the whole file)."""
+    from . import bitstream
+    from .errors import BitstreamError
+    try:
+        bitstream.parse(_read_input(path))
+        return True
+    except (OSError, BitstreamError, ValueError):
+        return False
+
+
+def _compress_many(sources, out_dir, jobs, kwargs, skip_existing=False) -> int:
     if jobs < 1:
         raise UsageError("--jobs must be >= 1")
     os.makedirs(out_dir, exist_ok=True)
     kwargs = dict(kwargs, show_progress=False)
-    targets, seen, status = [], {}, 0
+    targets, seen, status, skipped = [], {}, 0, 0
     for src in sources:
         dst = os.path.join(out_dir, os.path.splitext(os.path.basename(src))[0] + ".bac")
         if dst in seen:
@@ -258,37 +339,92 @@ def _compress_many(sources, out_dir, jobs, kwargs) -> int:
             status = 2
             continue
         seen[dst] = src
-        targets.append((src, dst))
-    prog = _Progress(f"compressing {len(targets)} files ({jobs} job{'s' * (jobs > 1)})", kwargs["quiet"])
+        if skip_existing and _complete_bac(dst):
+            skipped += 1
+            continue
+        targets.append((src, dst, kwargs))
+    total = len(targets)
+    if skipped and not kwargs["quiet"]:
+        print(f"{PROG}: {skipped} complete output{'s' * (skipped > 1)} skipped "
+              "(--skip-existing)", file=sys.stderr, flush=True)
+    prog = _Progress(f"compressing {total} files ({jobs} job{'s' * (jobs > 1)})",
+                     kwargs["quiet"])
     try:
-        if jobs == 1 or len(targets) <= 1:
-            results = (_compress_worker(s, d, kwargs) for s, d in targets)
-            status = max(status, _report_batch(results, len(targets), prog))
+        if jobs == 1 or total <= 1:
+            results = (_compress_worker(t) for t in targets)
+            status = max(status, _report_batch(results, total, prog, kwargs))
         else:
-            from concurrent.futures import ProcessPoolExecutor
-            with ProcessPoolExecutor(max_workers=min(jobs, len(targets))) as pool:
-                futures = [pool.submit(_compress_worker, s, d, kwargs) for s, d in targets]
-                status = max(status, _report_batch((f.result() for f in futures),
-                                                   len(targets), prog))
+            status = max(status, _run_pool(targets, min(jobs, total), prog, kwargs))
     finally:
         prog.done()
     return status
 
 
-def _report_batch(results, total, prog) -> int:
+def blas_threads_per_worker(jobs: int) -> int:
+    """BLAS threads for each of ``jobs`` workers: the cores shared out, at least 1."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _worker_init():
+    """Pool workers: Ctrl-C is the main process's business; SIGTERM unwinds (no temp files)."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(130)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _run_pool(targets, jobs, prog, kwargs) -> int:
+    """--jobs N: N spawned workers, BLAS threads shared out; Ctrl-C stops them all at once.
+
+    On KeyboardInterrupt the pool is terminated: every worker gets SIGTERM, which unwinds
+    its work (atomic writes remove their temporary file), so no partial file is left and
+    the files already written stay.
+    """
+    import multiprocessing
+    threads = str(blas_threads_per_worker(jobs))
+    saved = {k: os.environ.get(k) for k in _BLAS_ENV}
+    os.environ.update({k: threads for k in _BLAS_ENV})      # read by the spawned workers
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        status = _report_batch(pool.imap(_compress_worker, targets, chunksize=1),
+                               len(targets), prog, kwargs)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    return status
+
+
+_BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _report_batch(results, total, prog, kwargs) -> int:
     status = 0
-    for i, (code, text, warnings) in enumerate(results, 1):
+    for i, (code, text, warnings, times) in enumerate(results, 1):
         for w in warnings:
             if code == 1:
                 sys.stderr.write(w)
             else:
                 _warn(w)
         if code == 0:
-            print(text, flush=True)
+            _result(text, kwargs["quiet"], to_stderr=False)
+            if kwargs.get("verbose"):
+                _times(times)
         else:
             _err(text + (f" (rerun with {DEBUG_ENV}=1 for the traceback)" if code == 1 else ""))
         status = max(status, code)
-        prog.step(f"{i}/{total} done")
+        prog.step(f"{i}/{total} files done")
     return status
 
 
@@ -299,30 +435,36 @@ class _Reported(Exception):
 # ---------------------------------------------------------------------------
 # decompress
 # ---------------------------------------------------------------------------
-def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
-
-
 def cmd_decompress(args) -> int:
     from . import codec
-    from .imageio import write_png
+    from .imageio import encode_image, format_for_path
 
     src, dst = args.input, args.output
+    _refuse_same(src, dst)
     try:
-        _check_new(dst, args.force)
-        data = _read_bytes(src)
-        with _Progress(f"decompressing {src}", args.quiet):
-            dec = codec.decompress_details(data, args.model, max_pixels=args.max_pixels)
-            try:
-                write_png(dst, dec.pixels, overwrite=args.force)
-            except FileExistsError:
-                raise FileExistsError(17, "file exists", dst) from None
+        fmt = args.format.upper() if args.format else (
+            "PNG" if dst == STDIO else format_for_path(dst))
+    except ValueError as exc:                      # names OUT itself
+        raise UsageError(str(exc)) from None
+    try:
+        if dst != STDIO:
+            _check_new(dst, args.force)
+        data = _read_input(src)
+        name = "<stdin>" if src == STDIO else src
+        with _Progress(f"decompressing {name}", args.quiet) as prog:
+            dec = codec.decompress_details(data, args.model, max_pixels=args.max_pixels,
+                                           progress=prog.step)
+            t0 = time.perf_counter()
+            _write_output(dst, encode_image(dec.pixels, fmt), args.force)
+            dec.times[f"write {fmt}"] = time.perf_counter() - t0
     except _expected_errors() as exc:
         raise _Reported(_prefixed(src, exc)) from exc
     h = dec.header
-    print(f"{os.path.basename(src)} -> {os.path.basename(dst)}: {h.width}x{h.height} "
-          f"{'grey' if h.grey else 'RGB'}", flush=True)
+    _result(f"{os.path.basename(name)} -> {os.path.basename(dst) if dst != STDIO else '<stdout>'}"
+            f": {h.width}x{h.height} {'grey' if h.grey else 'RGB'}", args.quiet,
+            to_stderr=dst == STDIO)
+    if args.verbose:
+        _times(dec.times)
     return 0
 
 
@@ -337,7 +479,7 @@ def cmd_info(args) -> int:
     try:
         if args.symbols:
             _check_new(args.symbols, args.force)
-        data = _read_bytes(src)
+        data = _read_input(src)
         header, payload = bitstream.parse(data)
         model, model_note = None, ""
         try:
@@ -390,38 +532,19 @@ def cmd_info(args) -> int:
 # ---------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------
-def demo_image_candidates() -> list[str]:
-    """Where ``demo`` looks for kodim23.png: the source tree's data/, then the install prefix."""
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return [os.path.join(package_parent, "data", DEMO_IMAGE),
-            os.path.join(sys.prefix, "share", "bac_ref", "data", DEMO_IMAGE)]
-
-
-def find_demo_image() -> str:
-    candidates = demo_image_candidates()
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(2, f"demo image {DEMO_IMAGE} not found; looked in "
-                               f"{', '.join(candidates)}")
-
-
 def cmd_demo(args) -> int:
+    """kodim23 at three lambdas.  The folder is the demo's own: a rerun replaces the six
+    files it wrote before (and only those); anything else there is left alone."""
     from . import codec
     from .imageio import read_image, write_png
 
     src = find_demo_image()
     out = args.out
     os.makedirs(out, exist_ok=True)
-    stem = os.path.splitext(DEMO_IMAGE)[0]
+    stem = os.path.splitext(os.path.basename(src))[0]
     names = [(lam, os.path.join(out, f"{stem}_lam{_fmt_lam(lam)}.bac"),
               os.path.join(out, f"{stem}_lam{_fmt_lam(lam)}.png")) for lam in DEMO_LAMBDAS]
-    for _, bac, png in names:
-        _check_new(bac, args.force)
-        _check_new(png, args.force)
     img = read_image(src)
-    x, grey = codec.as_float_image(img)
-    ref = codec.to_pixels(x, grey)
     model = codec.get_model(args.model)
     if not args.quiet:
         print(f"{PROG} demo: {src} ({img.width}x{img.height}), model "
@@ -431,14 +554,14 @@ def cmd_demo(args) -> int:
         if not args.quiet:
             print(f"  lambda {_fmt_lam(lam)} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        data = codec.compress(img, lam, model=model)
+        enc = codec.compress_details(img, lam, model=model)
         t1 = time.perf_counter()
-        pixels = codec.decompress(data, model)
+        pixels = codec.decompress(enc.data, model)
         t2 = time.perf_counter()
-        atomic_write(bac, data, args.force)
-        write_png(png, pixels, overwrite=args.force)
-        rows.append((lam, len(data), 8.0 * len(data) / (img.width * img.height),
-                     codec.psnr(ref, pixels), t1 - t0, t2 - t1))
+        atomic_write(bac, enc.data, True)
+        write_png(png, pixels, overwrite=True)
+        ref = codec.reference_pixels(img)
+        rows.append((lam, len(enc.data), enc.bpp, codec.psnr(ref, pixels), t1 - t0, t2 - t1))
     print(f"{'lambda':>8} {'bytes':>8} {'bpp':>7} {'PSNR dB':>8} {'encode s':>9} {'decode s':>9}")
     for lam, nbytes, bpp, value, te, td in rows:
         print(f"{_fmt_lam(lam):>8} {nbytes:>8} {bpp:>7.3f} {value:>8.2f} {te:>9.2f} {td:>9.2f}")
@@ -452,6 +575,9 @@ def cmd_demo(args) -> int:
 # ---------------------------------------------------------------------------
 def cmd_conform(argv) -> int:
     """Delegate to bac_ref.conformance.main(argv) when that module exists."""
+    import importlib
+    import importlib.util
+    import inspect
     name = f"{__package__ or 'bac_ref'}.conformance"
     if importlib.util.find_spec(name) is None:
         print("conformance runner not available", file=sys.stderr, flush=True)
@@ -461,7 +587,11 @@ def cmd_conform(argv) -> int:
     if not callable(runner):
         print("conformance runner not available", file=sys.stderr, flush=True)
         return 2
-    code = runner(list(argv))
+    try:
+        takes_prog = "prog" in inspect.signature(runner).parameters
+    except (TypeError, ValueError):
+        takes_prog = False
+    code = runner(list(argv), prog=f"{PROG} conform") if takes_prog else runner(list(argv))
     return 0 if code is None else int(code)
 
 
@@ -489,12 +619,15 @@ def _finite(kind):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the options of ``bench`` / ``embeddings`` (and their modules) are loaded
+    only when ``command`` is that one, so ``decompress`` imports no benchmark code."""
     from . import __version__
     p = _Parser(prog=PROG, description="Variational Bayesian Quantization image codec "
                 "(Yang, Bamler & Mandt, ICML 2020): reference implementation.",
-                epilog=f"Exit status: 0 ok, 2 bad input, 1 internal error "
-                       f"(set {DEBUG_ENV}=1 for tracebacks).")
+                epilog=f"Exit status: 0 ok, 2 bad input, 1 internal error, 130 interrupted "
+                       f"(set {DEBUG_ENV}=1 for tracebacks).  '-' as IN or OUT is stdin / "
+                       "stdout.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -502,7 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
                        usage=f"{PROG} compress IN OUT [--lam L | --bpp B | --psnr P] [options]\n"
                              f"       {PROG} compress IN... --out-dir DIR [--jobs N] [options]",
                        description="Compress IN to OUT, or every IN into --out-dir DIR. "
-                       f"Without a rate option the rate is --lam {DEFAULT_LAMBDA:g}.")
+                       f"Without a rate option the rate is --lam {DEFAULT_LAMBDA:g}. "
+                       "IN or OUT may be '-' (stdin / stdout; the result line then goes to "
+                       "stderr).  OUT may never be IN, also with --force.")
     c.add_argument("paths", nargs="+", metavar="PATH",
                    help="input image(s) (PNG, PNM, .npy; others with Pillow), then the output "
                         "file (omit it with --out-dir)")
@@ -511,12 +646,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"rate-distortion trade-off lambda >= 0 (default {DEFAULT_LAMBDA:g}; "
                            "larger = smaller file)")
     rate.add_argument("--bpp", type=_finite("bpp"), metavar="B",
-                      help="search lambda for a file of about B bits per pixel")
+                      help="search lambda for a file of B bits per pixel (within 2 %%): rates "
+                           "are predicted without coding, so it costs about 1.5-2x one --lam "
+                           "compress; a size beyond the model's reach gives the closest file, "
+                           "never more bytes than the best quality needs")
     rate.add_argument("--psnr", type=_finite("psnr"), metavar="P",
-                      help="search lambda for the smallest file with PSNR >= P dB")
+                      help="search lambda for the smallest file with PSNR >= P dB (within "
+                           "0.05 dB): 2-4 trial decodes, about 1.5-2.5x one --lam compress; a "
+                           "quality beyond the model's reach is said at once and gives the "
+                           "smallest file within 0.1 dB of the best it can do")
     c.add_argument("--out-dir", metavar="DIR", help="compress every IN to DIR/<name>.bac")
-    c.add_argument("--jobs", type=int, metavar="N", help="worker processes for --out-dir "
-                   "(default 1)")
+    c.add_argument("--jobs", type=int, metavar="N",
+                   help="worker processes for --out-dir (default 1).  Each worker gets "
+                        "cores/N BLAS threads; the entropy coder is single-threaded Python, "
+                        "so N up to the number of idle cores helps, more does not.  Ctrl-C "
+                        "stops every worker at once; finished files stay")
+    c.add_argument("--skip-existing", action="store_true",
+                   help="with --out-dir: skip inputs whose output exists and is a complete "
+                        ".bac file (to finish an interrupted batch)")
     c.add_argument("--max-depth", type=int, default=10, metavar="N",
                    help="VBQ grid depth 1..16 (default 10)")
     c.add_argument("--second-pass", action=argparse.BooleanOptionalAction, default=True,
@@ -526,14 +673,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-psnr", dest="report_psnr", action="store_false",
                    help="do not report the PSNR (it costs one synthesis g_s, about 0.13 s "
                         "for 768x512 on an idle 2-core machine)")
-    _common(c, force=True, quiet=True)
+    _common(c)
     c.set_defaults(func=cmd_compress)
 
-    d = sub.add_parser("decompress", help="decode a .bac file to PNG",
-                       description="Decode IN.bac to the PNG OUT.png.")
+    d = sub.add_parser("decompress", help="decode a .bac file to PNG, PPM/PGM or .npy",
+                       description="Decode IN.bac to OUT; the format follows OUT's extension "
+                       "(.png, .ppm / .pgm / .pnm, .npy; others are refused) or --format. "
+                       "IN or OUT may be '-' (stdin / stdout; PNG unless --format).")
     d.add_argument("input", metavar="IN.bac")
-    d.add_argument("output", metavar="OUT.png")
-    _common(d, force=True, quiet=True)
+    d.add_argument("output", metavar="OUT")
+    d.add_argument("--format", choices=("png", "ppm", "pgm", "pnm", "npy"),
+                   help="output format (default: from OUT's extension)")
+    _common(d)
     _max_pixels(d)
     d.set_defaults(func=cmd_decompress)
 
@@ -543,42 +694,50 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("input", metavar="FILE.bac")
     i.add_argument("--symbols", metavar="OUT.npz",
                    help="write depth, index (int64) and zhat (float64), shape (C, h, w)")
-    _common(i, force=True, quiet=True)
+    _common(i)
     _max_pixels(i)
     i.set_defaults(func=cmd_info)
 
     m = sub.add_parser("demo", help="compress the sample photo at three rates",
                        description=f"Compress {DEMO_IMAGE} at lambda "
                        f"{', '.join(_fmt_lam(v) for v in DEMO_LAMBDAS)} and print a table; the "
-                       ".bac files and decoded PNGs go to --out.")
+                       ".bac files and decoded PNGs go to --out (a rerun replaces them).")
     m.add_argument("--out", default="bac_ref_demo", metavar="DIR",
                    help="output folder (default ./bac_ref_demo)")
-    _common(m, force=True, quiet=True)
+    _common(m)
     m.set_defaults(func=cmd_demo)
 
-    sub.add_parser("conform", help="run the conformance suite (bac_ref.conformance)",
-                   add_help=False)
+    sub.add_parser("conform", help="run the conformance suite (bac_ref.conformance; "
+                   f"'{PROG} conform --help' for its options)", add_help=False)
 
-    # bench (issue 6): the options and the work live in bac_ref.bench.
-    from . import bench
-    b = sub.add_parser("bench", help="rate-distortion benchmark: VBQ vs baselines and JPEG/WebP/AVIF",
-                       description="Code IMAGES with VBQ over a lambda grid, the latent baselines "
-                       "and Pillow's codecs; write per-image and mean results (JSON, Markdown), "
-                       "BD-rate against JPEG and an RD plot into --out DIR (resumable). "
-                       "See bac_ref/bench.py.")
-    bench.add_arguments(b)
-    b.set_defaults(func=bench.cmd_bench)
-
-    # embeddings (issue 8): the paper's second experiment, in bac_ref.embeddings.
-    from . import embeddings
-    e = sub.add_parser("embeddings", help="word-embedding compression benchmark (VBQ vs baselines)",
-                       description="Compress a Bayesian skip-gram embedding matrix with VBQ over a "
-                       "lambda grid, uncertainty-blind VBQ, uniform quantization (range coder, "
-                       "gzip, bzip2, lzma, empirical entropy) and k-means; score each "
-                       "reconstruction on word analogies (top-1, Hits@10, MRR); write JSON, "
-                       "Markdown and a PNG plot into --out DIR. See bac_ref/embeddings.py.")
-    embeddings.add_arguments(e)
-    e.set_defaults(func=embeddings.cmd_embeddings)
+    bench_help = "rate-distortion benchmark: VBQ vs baselines and JPEG/WebP/AVIF (maintainers)"
+    emb_help = "word-embedding compression benchmark, VBQ vs baselines (maintainers)"
+    if command == "bench":
+        # bench (issue 6): the options and the work live in bac_ref.bench.
+        from . import bench
+        b = sub.add_parser("bench", help=bench_help,
+                           description="Code IMAGES with VBQ over a lambda grid, the latent "
+                           "baselines and Pillow's codecs; write per-image and mean results "
+                           "(JSON, Markdown), BD-rate against JPEG and an RD plot into --out "
+                           "DIR (resumable). See bac_ref/bench.py.")
+        bench.add_arguments(b)
+        b.set_defaults(func=bench.cmd_bench)
+    else:
+        sub.add_parser("bench", help=bench_help, add_help=False)
+    if command == "embeddings":
+        # embeddings (issue 8): the paper's second experiment, in bac_ref.embeddings.
+        from . import embeddings
+        e = sub.add_parser("embeddings", help=emb_help,
+                           description="Compress a Bayesian skip-gram embedding matrix with VBQ "
+                           "over a lambda grid, uncertainty-blind VBQ, uniform quantization "
+                           "(range coder, gzip, bzip2, lzma, empirical entropy) and k-means; "
+                           "score each reconstruction on word analogies (top-1, Hits@10, MRR); "
+                           "write JSON, Markdown and a PNG plot into --out DIR. See "
+                           "bac_ref/embeddings.py.")
+        embeddings.add_arguments(e)
+        e.set_defaults(func=embeddings.cmd_embeddings)
+    else:
+        sub.add_parser("embeddings", help=emb_help, add_help=False)
     return p
 
 
@@ -589,13 +748,18 @@ def _max_pixels(p):
                    "a tiny file can declare a huge image, SPEC.md section 8)")
 
 
-def _common(p, force, quiet):
+def _common(p, force=True):
     p.add_argument("--model", metavar="PATH", help="model .npz file or name (default: the "
                    "shipped bmshj2017-vae-n128)")
     if force:
         p.add_argument("--force", action="store_true", help="replace existing output files")
-    if quiet:
-        p.add_argument("--quiet", action="store_true", help="no progress messages")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", "-q", action="store_true",
+                      help="no result line and no progress (warnings and errors still go "
+                           "to stderr)")
+    talk.add_argument("--verbose", "-v", action="store_true",
+                      help="also print the seconds of every stage (g_a, VBQ, coding, g_s ...) "
+                           "on stderr")
 
 
 def main(argv=None) -> int:
@@ -605,7 +769,8 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] == "conform":
             return cmd_conform(argv[1:])
-        args = build_parser().parse_args(argv)
+        command = next((a for a in argv if not a.startswith("-")), None)
+        args = build_parser(command).parse_args(argv)
         if args.command is None:
             build_parser().print_help(sys.stderr)
             return 2

@@ -299,9 +299,8 @@ def add_arguments(p) -> None:
 
 
 def cmd_embeddings(args) -> int:
-    if not os.path.exists(args.questions):
-        print(f"bac-ref embeddings: questions file {args.questions} not found", file=sys.stderr)
-        return 2
+    from .entry import require_file
+    require_file(args.questions, "analogy questions (--questions; Mikolov's questions-words.txt)")
     words, mu, sigma, meta = load_embeddings(args.model)
     questions = analogy.load_questions(args.questions, words)
     _log(f"{len(words)} words x {mu.shape[1]} dims; {questions.ids.shape[0]} of "

@@ -11,7 +11,7 @@ Conventions (the paper's, vbq-paper.md "Anchor numbers"):
 
 * bpp = 8 * bytes / (H * W), from the size of the whole file.
 * PSNR = 10 log10(255^2 / MSE), MSE over all pixels and all three RGB
-  channels of the 8-bit images (the same number as :func:`bac_ref.codec.psnr`).
+  channels of the 8-bit images: :mod:`bac_ref.metrics`, the codec's formula.
 * MS-SSIM (Wang, Simoncelli & Bovik 2003) on RGB: computed per channel and
   averaged over the channels ("MS-SSIM (RGB)"), with the semantics of the
   common reference implementation ``pytorch_msssim.ms_ssim`` (1.0), which
@@ -26,6 +26,8 @@ import math
 
 import numpy as np
 
+from .metrics import float_pair, bpp, mse, psnr  # noqa: F401  (bpp, mse, psnr: part of this API)
+
 __all__ = [
     "MS_SSIM_WEIGHTS", "bpp", "psnr", "mse", "ssim", "ms_ssim", "ms_ssim_min_side",
     "pareto_front", "bd_rate", "bd_psnr",
@@ -35,33 +37,7 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # Rate and PSNR
 # ---------------------------------------------------------------------------
-def bpp(nbytes: int, height: int, width: int) -> float:
-    """Bits per pixel of a file of ``nbytes`` bytes for an H x W image."""
-    if height <= 0 or width <= 0 or nbytes < 0:
-        raise ValueError("need nbytes >= 0 and a non-empty image")
-    return 8.0 * nbytes / (height * width)
-
-
-def _pair(a, b):
-    a = np.asarray(a)
-    b = np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
-    if a.ndim not in (2, 3) or a.size == 0:
-        raise ValueError(f"images must be (H, W) or (H, W, C), got shape {a.shape}")
-    return a.astype(np.float64), b.astype(np.float64)
-
-
-def mse(a, b) -> float:
-    """Mean squared error over every pixel and channel (float64)."""
-    x, y = _pair(a, b)
-    return float(np.mean((x - y) ** 2))
-
-
-def psnr(a, b, data_range: float = 255.0) -> float:
-    """10 log10(data_range^2 / MSE) in dB; +inf for identical images."""
-    m = mse(a, b)
-    return float("inf") if m == 0 else 10.0 * math.log10(data_range ** 2 / m)
+# bpp, mse and psnr are the codec's own (one formula for both): bac_ref.metrics.
 
 
 # ---------------------------------------------------------------------------
@@ -128,7 +104,7 @@ def _pool2(x: np.ndarray) -> np.ndarray:
 
 
 def _as_chw(a, b):
-    x, y = _pair(a, b)
+    x, y = float_pair(a, b)
     if x.ndim == 2:
         x, y = x[:, :, None], y[:, :, None]
     return (np.ascontiguousarray(x.transpose(2, 0, 1)),                   # (C, H, W)

@@ -20,7 +20,11 @@ first bytes, never from its name):
   installed (imported lazily); without Pillow such a file is refused with a
   message that says to install it.
 
-Writing, ``encode_png(pixels) -> bytes`` and ``write_png(path_or_file, pixels)``:
+``decode_image(data, name=...)`` does the same on bytes already read (stdin).
+
+Writing, ``encode_image(pixels, format_for_path(path))`` picks PNG, PPM/PGM or .npy
+from a file name's extension (anything else is refused); ``encode_png(pixels) -> bytes``
+and ``write_png(path_or_file, pixels)``:
 uint8 or uint16 arrays of shape (H, W) or (H, W, C), C in {1, 2, 3, 4}, become a
 non-interlaced PNG (colour type 0, 4, 2 or 6) with one filter per row chosen by
 the minimum-sum-of-absolute-differences heuristic and zlib level 6.  Writing to
@@ -58,7 +62,8 @@ import numpy as np
 
 __all__ = [
     "ImageData", "ImageFormatError", "MAX_PIXELS", "read_image", "decode_png",
-    "to_rgb_float", "from_rgb_float", "encode_png", "write_png",
+    "to_rgb_float", "from_rgb_float", "encode_png", "write_png", "decode_image",
+    "encode_pnm", "encode_npy", "encode_image", "format_for_path", "OUTPUT_FORMATS", "atomic_write",
 ]
 
 MAX_PIXELS = 2 ** 28
@@ -213,13 +218,18 @@ def read_image(path, *, max_pixels: int = MAX_PIXELS) -> ImageData:
     name = os.fspath(path)
     with open(name, "rb") as f:
         data = f.read()
+    return decode_image(data, name=name, max_pixels=max_pixels)
+
+
+def decode_image(data: bytes, *, name: str = "<image data>", max_pixels: int = MAX_PIXELS) -> ImageData:
+    """:func:`read_image` on bytes already read (e.g. from stdin); ``name`` is for messages."""
     if data.startswith(PNG_SIGNATURE):
         return decode_png(data, name=name, max_pixels=max_pixels)
     if data[:2] in (b"P2", b"P3", b"P5", b"P6"):
         return _decode_pnm(data, name, max_pixels)
     if data.startswith(b"\x93NUMPY"):
         return _decode_npy(data, name, max_pixels)
-    return _read_with_pillow(name, _sniff_other(data), max_pixels)
+    return _read_with_pillow(name, _sniff_other(data), max_pixels, data)
 
 
 def _fail(name: str, problem: str) -> ImageFormatError:
@@ -596,7 +606,7 @@ def _decode_npy(data: bytes, name: str, max_pixels: int) -> ImageData:
 
 # ---- Pillow fallback ------------------------------------------------------------------
 
-def _read_with_pillow(name: str, kind: str, max_pixels: int) -> ImageData:
+def _read_with_pillow(name: str, kind: str, max_pixels: int, data: bytes) -> ImageData:
     what = f"{kind} files" if kind != "unrecognised" else "this file"
     try:
         from PIL import Image
@@ -607,7 +617,7 @@ def _read_with_pillow(name: str, kind: str, max_pixels: int) -> ImageData:
         raise _fail(name, f"install Pillow to read {what} (only PNG, PPM/PGM and .npy "
                           f"are read without it)") from None
     try:
-        with Image.open(name) as img:
+        with Image.open(io.BytesIO(data)) as img:
             _check_size(name, img.width, img.height, max_pixels)
             fmt = img.format or kind
             return _from_pillow(img, name, fmt)
@@ -726,6 +736,57 @@ def write_png(path_or_file, pixels: np.ndarray, *, overwrite: bool = False) -> N
                               "(pass overwrite=True to replace it)") from None
 
 
+def encode_pnm(pixels: np.ndarray) -> bytes:
+    """Binary PGM (P5, (H, W) or (H, W, 1)) or PPM (P6, (H, W, 3)); uint8 or uint16 (big-endian)."""
+    p = _check_pixels(pixels)
+    if p.shape[2] not in (1, 3):
+        raise ValueError(f"PPM/PGM hold grey or RGB samples, not {p.shape[2]} channels")
+    maxval = 255 if p.dtype == np.uint8 else 65535
+    head = f"P{5 if p.shape[2] == 1 else 6}\n{p.shape[1]} {p.shape[0]}\n{maxval}\n".encode()
+    return head + np.ascontiguousarray(p, dtype=">u2" if maxval > 255 else np.uint8).tobytes()
+
+
+def encode_npy(pixels: np.ndarray) -> bytes:
+    """The array as a .npy file (``numpy.save``, no pickle)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(pixels), allow_pickle=False)
+    return buf.getvalue()
+
+
+#: Output formats by file extension (:func:`format_for_path`).
+OUTPUT_FORMATS = {".png": "PNG", ".ppm": "PPM", ".pgm": "PGM", ".pnm": "PNM", ".npy": "NPY"}
+
+
+def format_for_path(path) -> str:
+    """"PNG", "PPM", "PGM", "PNM" or "NPY" from the extension; ValueError for any other."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in OUTPUT_FORMATS:
+        raise ValueError(f"{os.fspath(path)}: cannot write {ext or 'a file without an extension'}"
+                         f": choose .png, .ppm / .pgm / .pnm or .npy")
+    return OUTPUT_FORMATS[ext]
+
+
+def encode_image(pixels: np.ndarray, fmt: str) -> bytes:
+    """uint8/uint16 (H, W) or (H, W, 3) pixels in format ``fmt`` (see :data:`OUTPUT_FORMATS`).
+
+    PPM gets grey replicated to RGB; PGM refuses RGB (ValueError); PNM is PGM for grey
+    and PPM for RGB.
+    """
+    p = np.asarray(pixels)
+    grey = p.ndim == 2 or p.shape[2] == 1
+    if fmt == "PNG":
+        return encode_png(p)
+    if fmt == "NPY":
+        return encode_npy(p)
+    if fmt == "PGM" and not grey:
+        raise ValueError("a .pgm file holds grey images; this one is RGB (use .ppm, .pnm or .png)")
+    if fmt == "PPM" and grey:
+        p = np.repeat(p.reshape(p.shape[0], p.shape[1], 1), 3, axis=2)
+    if fmt in ("PPM", "PGM", "PNM"):
+        return encode_pnm(p)
+    raise ValueError(f"unknown output format {fmt!r}")
+
+
 def atomic_write(path, data: bytes, *, overwrite: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder.
 
@@ -737,7 +798,11 @@ def atomic_write(path, data: bytes, *, overwrite: bool = False) -> None:
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(errno.EEXIST, "file exists", path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    except OSError as exc:          # name the user's path, not the temporary file's
+        raise type(exc)(exc.errno, f"{exc.strerror} (cannot create a file in "
+                        f"{os.path.dirname(path) or '.'})", path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

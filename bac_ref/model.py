@@ -4,6 +4,7 @@ r"""The model: a checked model file plus the transforms g_a and g_s (SPEC.md §6
         .analysis(x)              x (H, W, 3) or (B, H, W, 3) float in [0, 1]
                                   -> mu, sigma: (M, h, w) or (B, M, h, w) float32, h = ceil(H/16)
         .synthesis(z, size=None)  z (M, h, w) or (B, M, h, w) -> x_hat (H, W, 3) or (B, H, W, 3)
+            (both run in horizontal strips with a halo for large images: :mod:`bac_ref.tiling`)
         .model_id                 sha256 (hex) of the model file's bytes (SPEC.md §6.3)
         .meta, .N, .M, .path, .params, .arrays_extra
 
@@ -46,7 +47,7 @@ from typing import Mapping
 
 import numpy as np
 
-from . import g_a, g_s
+from . import g_a, tiling
 from .errors import ModelFileError
 from .weights import PARAM_LAYOUT
 
@@ -261,11 +262,13 @@ class Model:
         return (f"Model(path={self.path!r}, N={self.N}, M={self.M}, "
                 f"model_id={self.model_id[:16]}...)")
 
-    def analysis(self, x) -> tuple[np.ndarray, np.ndarray]:
+    def analysis(self, x, strip_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """g_a: x (H, W, 3) or (B, H, W, 3) in [0, 1] -> (mu, sigma), (M, h, w) or (B, M, h, w).
 
         Any H, W >= 1; the image is padded by edge replication to multiples of 16
         (SPEC.md §7.2) and h = ceil(H/16), w = ceil(W/16).  sigma = exp(logvar / 2).
+        Large images run in strips of ``strip_rows`` latent rows (default: a pixel budget,
+        :mod:`bac_ref.tiling`); the result is the whole-image result (SPEC.md §7.3).
         """
         x = _float_input(x, "image")
         if x.ndim not in (3, 4) or x.shape[-1] != 3 or 0 in x.shape[-3:-1]:
@@ -277,17 +280,20 @@ class Model:
         mu = np.empty((batch.shape[0], self.M, h, w), dtype=np.float32)      # (B, M, h, w)
         sigma = np.empty_like(mu)                                            # (B, M, h, w)
         for b in range(batch.shape[0]):
-            chw = np.ascontiguousarray(batch[b].transpose(2, 0, 1))   # (3, H, W)
-            mu[b], sigma[b] = g_a.analysis(self.params, chw)
+            def rows(r0, r1, img=batch[b]):
+                return np.ascontiguousarray(img[r0:r1].transpose(2, 0, 1))   # (3, rows, W)
+            mu[b], sigma[b] = tiling.analysis(self.params, rows, *batch.shape[1:3],
+                                              strip_rows=strip_rows)
         if x.ndim == 3:
             return mu[0], sigma[0]
         return mu, sigma
 
-    def synthesis(self, z, size: tuple[int, int] | None = None) -> np.ndarray:
+    def synthesis(self, z, size: tuple[int, int] | None = None,
+                  strip_rows: int | None = None) -> np.ndarray:
         """g_s: z (M, h, w) or (B, M, h, w) -> x_hat (H, W, 3) or (B, H, W, 3), float32, unclipped.
 
         ``size = (H, W)`` is the original image size (ceil(H/16) == h, ceil(W/16) == w);
-        None gives (16h, 16w).
+        None gives (16h, 16w).  Large images run in strips (:mod:`bac_ref.tiling`).
         """
         z = _float_input(z, "latents")
         if z.ndim not in (3, 4) or z.shape[-3] != self.M or 0 in z.shape[-2:]:
@@ -300,8 +306,9 @@ class Model:
         size = tuple(int(s) for s in size)
         out = np.empty((batch.shape[0],) + size + (3,), dtype=np.float32)  # (B, H, W, 3)
         for b in range(batch.shape[0]):
-            y = g_s.synthesis(self.params, np.ascontiguousarray(batch[b]), size)  # (3, H, W)
-            out[b] = y.transpose(1, 2, 0)
+            zb = np.ascontiguousarray(batch[b])                                # (M, h, w)
+            for r0, r1, y in tiling.synthesis(self.params, zb, size, strip_rows):  # (3, rows, W)
+                out[b, r0:r1] = y.transpose(1, 2, 0)
         return out if z.ndim == 4 else out[0]
 
 

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from .entry import require_file, require_folder, run
 from .imageio import read_image, to_rgb_float
 from .model import load_model
 from .prior_fit import fit_empirical_prior
@@ -73,6 +74,8 @@ def main(argv=None):
     p.add_argument("--notes", metavar="FILE",
                    help="Markdown for the model card, after the summary (e.g. the schedule used)")
     args = p.parse_args(argv)
+    require_file(args.weights, "model weights (--weights)")
+    require_folder(args.data, "training images (--data)")
     notes = ""
     if args.notes:
         with open(args.notes, encoding="utf-8") as fh:        # read first: fail before the work
@@ -169,4 +172,4 @@ def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> st
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "python -m bac_ref.release"))

@@ -45,6 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
         "(CPU wheel: pip install torch==2.13.0)") from exc
 
 from . import analogy, corpus  # noqa: E402
+from .entry import require_file, run  # noqa: E402
 from .weights import export_npz  # noqa: E402
 
 
@@ -113,6 +114,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    require_file(args.corpus, "corpus (--corpus)")
+    if args.questions:
+        require_file(args.questions, "analogy questions (--questions; '' to skip)")
     torch.set_num_threads(args.threads)
 
     t0 = time.time()
@@ -184,4 +188,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "python -m bac_ref.skipgram"))

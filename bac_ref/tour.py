@@ -131,7 +131,7 @@ class _Run:
     """The crop, its posterior, its quantization at every lambda of the tour, its .bac file."""
 
     def __init__(self):
-        from .cli import find_demo_image
+        from .sample import find_demo_image
         from .imageio import read_image
 
         self.model = codec.get_model(None)

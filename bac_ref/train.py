@@ -60,6 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
         "(CPU wheel: pip install torch==2.13.0)") from exc
 
 from .release import image_files, split_train_val  # noqa: E402,F401 (split: also for callers)
+from .entry import require_folder, run  # noqa: E402
 from .weights import export_npz  # noqa: E402
 
 # ---------------------------------------------------------------------------
@@ -370,6 +371,7 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--export-every", type=int, default=5000)
     args = p.parse_args(argv)
+    require_folder(args.data, "training images (--data)")
     # Denormals made a fresh model's float32 CPU steps 10x slower: flush them while
     # training, and restore the default (the flag is process-wide) when done.
     torch.set_flush_denormal(True)
@@ -521,4 +523,4 @@ def _train(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, "python -m bac_ref.train"))

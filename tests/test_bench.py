@@ -122,7 +122,7 @@ def test_baselines_fit_cache_and_sizes(crop, train_dir, tmp_path, monkeypatch):
                                                    lambda m: None)
     assert info["fit_id"] == manifest["fit_id"]
     rec = json.loads((out / "images" / "crop.json").read_text())
-    a = codec._Analysed(pixels, model, 10)
+    a = codec.Encoder(pixels, model, 10)
     for (name, key), q in quantizers.items():
         if name == "blind":
             continue                                    # coded as .bac: the next test
@@ -146,7 +146,7 @@ def test_blind_is_vbq_with_channel_sigma_in_a_real_bac_file(crop, train_dir, tmp
     model = codec.get_model(None)
     quantizers, _ = bench.load_or_fit_baselines(model, cfg, str(out), [str(path)], lambda m: None)
     sigma_c = quantizers[("blind", "lam=1")].sigma_c
-    a = codec._Analysed(pixels, model, 10)
+    a = codec.Encoder(pixels, model, 10)
     for name, second in (("blind", False), ("blind2", True)):
         blind = copy.copy(a)
         blind.sigma = np.broadcast_to(sigma_c[:, None, None], a.mu.shape).astype(np.float64)

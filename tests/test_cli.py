@@ -93,7 +93,7 @@ def test_compress_rate_options(capsys, images, tmp_path):
                            "--lam", "30", "--no-second-pass", "--quiet")
     assert code == 0 and not codec.decode_symbols((tmp_path / "a1.bac").read_bytes())[0].second_pass
     code, out, _ = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "b.bac",
-                           "--bpp", "1.0", "--quiet", "--no-psnr")
+                           "--bpp", "1.0", "--no-psnr")
     assert code == 0 and " bpp, lambda " in out and "PSNR" not in out
     code, out, _ = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "c.bac",
                            "--psnr", "25")
@@ -244,7 +244,8 @@ def test_progress_only_for_long_work(capsys):
 def test_conform_delegation(capsys, monkeypatch):
     name = "bac_ref.conformance"
     real = sys.modules.pop(name, None)
-    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda n: None)
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: None)
     code, out, err = run_cli(capsys, "conform", "--x")
     assert code == 2 and err.strip() == "conformance runner not available"
     monkeypatch.undo()
@@ -300,8 +301,7 @@ def test_entry_point_and_help(tmp_path):
     one_error_line(r.stderr, "nothing.bac")
 
 
-def test_demo(capsys, tmp_path):
-    out = tmp_path / "demo"
+def _check_demo(capsys, out, shape):
     code, stdout, err = run_cli(capsys, "demo", "--out", out)
     assert code == 0, err
     lines = stdout.strip().splitlines()
@@ -315,7 +315,229 @@ def test_demo(capsys, tmp_path):
     for lam, r in zip(cli.DEMO_LAMBDAS, rows):
         bac = out / f"kodim23_lam{cli._fmt_lam(lam)}.bac"
         assert bac.stat().st_size == int(r[1])
-        assert read_image(out / f"kodim23_lam{cli._fmt_lam(lam)}.png").pixels.shape == (512, 768, 3)
-    code, _, err = run_cli(capsys, "demo", "--out", out)             # no silent overwrite
+        assert read_image(out / f"kodim23_lam{cli._fmt_lam(lam)}.png").pixels.shape == shape
+    return rows
+
+
+def test_demo_reruns(capsys, tmp_path, monkeypatch, kodim23):
+    """The demo's table and files, on a crop (cheap); a second run replaces its own files."""
+    small = tmp_path / "src" / "kodim23.png"
+    small.parent.mkdir()
+    write_png(small, np.array(kodim23[160:224, 320:416]))
+    monkeypatch.setattr(cli, "find_demo_image", lambda: str(small))
+    out = tmp_path / "demo"
+    (tmp_path / "demo").mkdir()
+    (out / "mine.txt").write_text("keep")
+    code, _, err = run_cli(capsys, "demo", "--out", out)
+    assert code == 0, err
+    assert sorted(only_files(out)) == sorted(
+        ["mine.txt"] + [f"kodim23_lam{cli._fmt_lam(v)}.{e}" for v in cli.DEMO_LAMBDAS
+                        for e in ("bac", "png")])
+    before = {f: (out / f).read_bytes() for f in only_files(out)}
+    code, stdout, err = run_cli(capsys, "demo", "--out", out)        # reruns, same files
+    assert code == 0, err
+    assert {f: (out / f).read_bytes() for f in only_files(out)} == before
+
+
+@pytest.mark.slow
+def test_demo(capsys, tmp_path):
+    """The real demo: kodim23, three full 768 x 512 encodes (slow)."""
+    _check_demo(capsys, tmp_path / "demo", (512, 768, 3))
+
+
+def test_demo_folder_is_gitignored():
+    with open(os.path.join(REPO, ".gitignore")) as fh:
+        assert "/bac_ref_demo/" in fh.read().split()
+
+
+# ---------------------------------------------------------------------------
+# Habits of cjpeg / cwebp / avifenc: stdin/stdout, formats, quiet/verbose
+# ---------------------------------------------------------------------------
+def test_stdin_stdout_both_ways(images, tmp_path):
+    png = (images / "rgb.png").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "bac_ref", "compress", "-", "-", "--lam", "5"],
+                       input=png, capture_output=True, cwd=tmp_path,
+                       env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == codec.compress(images / "rgb.png", 5.0)          # the bytes, nothing else
+    assert b"<stdin> -> <stdout>" in r.stderr                          # the result line
+    assert only_files(tmp_path) == []                                  # no file named "-"
+    r2 = subprocess.run([sys.executable, "-m", "bac_ref", "decompress", "-", "-"],
+                        input=r.stdout, capture_output=True, cwd=tmp_path,
+                        env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    assert r2.returncode == 0, r2.stderr
+    from bac_ref.imageio import decode_image
+    assert np.array_equal(decode_image(r2.stdout).pixels, codec.decompress(r.stdout))
+
+
+def test_output_is_input_is_refused(capsys, images, tmp_path):
+    src = tmp_path / "self.png"
+    src.write_bytes((images / "rgb.png").read_bytes())
+    before = src.read_bytes()
+    for argv in (["compress", src, src, "--force"],
+                 ["compress", src, tmp_path / "." / "self.png", "--force"],
+                 ["decompress", src, src, "--force"]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2 and out == ""
+        one_error_line(err, "self.png", "input")
+        assert src.read_bytes() == before
+
+
+def test_decompress_format_from_extension(capsys, images, tmp_path):
+    bac = tmp_path / "x.bac"
+    assert run_cli(capsys, "compress", images / "rgb.png", bac, "--quiet")[0] == 0
+    pixels = codec.decompress(bac.read_bytes())
+    for name, fmt in (("x.ppm", "PNM"), ("x.pnm", "PNM"), ("x.npy", "NPY"), ("x.png", "PNG")):
+        code, _, err = run_cli(capsys, "decompress", bac, tmp_path / name, "--quiet")
+        assert code == 0, err
+        img = read_image(tmp_path / name)
+        assert img.format == fmt and np.array_equal(img.pixels, pixels)
+    assert (tmp_path / "x.ppm").read_bytes()[:2] == b"P6"
+    code, _, err = run_cli(capsys, "decompress", bac, tmp_path / "x.jpg")
     assert code == 2
-    one_error_line(err, "--force")
+    line = one_error_line(err, "x.jpg", ".png", ".npy")
+    assert "x.bac" not in line                                      # about OUT, not IN
+    code, _, err = run_cli(capsys, "decompress", bac, tmp_path / "x.pgm")   # RGB into PGM
+    assert code == 2
+    one_error_line(err, "grey")
+    assert not (tmp_path / "x.jpg").exists() and not (tmp_path / "x.pgm").exists()
+
+
+def test_16_bit_input_warns_once(capsys, images, tmp_path):
+    crop = read_image(images / "rgb.png").pixels.astype(np.uint16) * 257
+    write_png(tmp_path / "deep.png", crop)
+    code, out, err = run_cli(capsys, "compress", tmp_path / "deep.png", tmp_path / "d.bac")
+    assert code == 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "warning" in lines[0] and "16-bit" in lines[0]
+
+
+def test_quiet_and_verbose(capsys, images, tmp_path):
+    code, out, err = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "q.bac",
+                             "--quiet")
+    assert code == 0 and out == "" and err == ""
+    code, out, err = run_cli(capsys, "compress", images / "rgb.png", tmp_path / "v.bac",
+                             "--verbose")
+    assert code == 0 and out.count("\n") == 1
+    for stage in ("g_a", "VBQ", "entropy coding", "PSNR (g_s)", "total"):
+        assert f"  {stage}: " in err
+    code, out, err = run_cli(capsys, "decompress", tmp_path / "v.bac", tmp_path / "v.png",
+                             "--verbose")
+    assert code == 0 and "entropy decoding" in err and "g_s" in err
+    code, out, err = run_cli(capsys, "decompress", tmp_path / "v.bac", tmp_path / "w.png", "-q")
+    assert code == 0 and out == "" and err == ""
+
+
+@pytest.mark.skipif(os.name != "posix" or (hasattr(os, "geteuid") and os.geteuid() == 0),
+                    reason="needs a POSIX user for whom permissions apply (not root)")
+def test_unwritable_folder_names_the_users_path(capsys, images, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, _, err = run_cli(capsys, "compress", images / "rgb.png", locked / "o.bac")
+        assert code == 2
+        line = one_error_line(err, str(locked / "o.bac"), "Permission denied")
+        assert ".tmp" not in line
+    finally:
+        locked.chmod(0o700)
+
+
+def test_atomic_write_error_names_the_users_path(tmp_path, monkeypatch):
+    """The same check as above, for any user: mkstemp's error is re-raised on our path."""
+    import tempfile
+    from bac_ref import imageio
+
+    def denied(**kw):
+        raise PermissionError(13, "Permission denied", os.path.join(kw["dir"], ".x1y2.tmp"))
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError) as info:
+        imageio.atomic_write(tmp_path / "o.bac", b"x")
+    assert info.value.filename == str(tmp_path / "o.bac") and ".tmp" not in str(info.value)
+
+
+def test_help_texts(tmp_path):
+    r = run_module("conform", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("usage: bac-ref conform")
+    r = run_module("compress", "--help", cwd=tmp_path)
+    text = " ".join(r.stdout.split())
+    assert "costs about" in text and "1.5-2x one --lam compress" in text       # --bpp
+    assert "2-4 trial decodes" in text                                        # --psnr
+    assert "BLAS threads" in text and "--skip-existing" in text
+
+
+def test_decompress_loads_no_benchmark_module(tmp_path, images):
+    """The CLI imports what a command needs (issue 17): none of these for decompress."""
+    bac = tmp_path / "x.bac"
+    (bac).write_bytes(codec.compress(images / "rgb.png", 3.0))
+    code = ("import sys, runpy; sys.argv = ['bac-ref', 'decompress', sys.argv[1], sys.argv[2]];"
+            "from bac_ref import cli; rc = cli.main(sys.argv[1:]);"
+            "print(sorted(m for m in sys.modules if m.startswith('bac_ref')))")
+    r = subprocess.run([sys.executable, "-c", code, str(bac), str(tmp_path / "x.png")],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO),
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    loaded = r.stdout.strip().splitlines()[-1]
+    for name in ("bench", "baselines", "evaluate", "embeddings", "analogy", "embedding_codec",
+                 "conformance", "train", "release", "skipgram", "ratecontrol"):
+        assert f"'bac_ref.{name}'" not in loaded, (name, loaded)
+
+
+# ---------------------------------------------------------------------------
+# Batches: resume, progress, Ctrl-C
+# ---------------------------------------------------------------------------
+def test_batch_skip_existing(capsys, images, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "rgb.bac").write_bytes(b"\x89BAC broken")                  # incomplete: redone
+    good = codec.compress(images / "grey.png", 3.0)
+    (out / "grey.bac").write_bytes(good)
+    stamp = (out / "grey.bac").stat().st_mtime_ns
+    code, stdout, err = run_cli(capsys, "compress", images / "rgb.png", images / "grey.png",
+                                "--out-dir", out, "--skip-existing", "--force")
+    assert code == 0, err
+    assert [ln.split(" -> ")[0] for ln in stdout.strip().splitlines()] == ["rgb.png"]
+    assert "1 complete output skipped" in err
+    assert (out / "grey.bac").stat().st_mtime_ns == stamp
+    assert (out / "rgb.bac").read_bytes() == codec.compress(images / "rgb.png", 3.0)
+
+
+def test_batch_progress_counts_files(capsys, images, monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "PROGRESS_DELAY", 0.0)
+    seen = []
+    monkeypatch.setattr(cli._Progress, "step", lambda self, msg: seen.append(msg))
+    code, _, _ = run_cli(capsys, "compress", images / "rgb.png", images / "grey.png",
+                         "--out-dir", tmp_path / "o")
+    assert code == 0 and seen[-2:] == ["1/2 files done", "2/2 files done"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_batch(kodim23, tmp_path):
+    """SIGINT to the main process of --jobs 2: exit 130 soon, no partial file, done files stay."""
+    import signal
+    import time
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        write_png(src / f"p{i:02d}.png", np.array(kodim23[:256, :384]))
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "bac_ref", "compress",
+                          *sorted(map(str, src.iterdir())), "--out-dir", str(out), "--jobs", "2"],
+                         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and any(
+            f.endswith(".bac") for f in os.listdir(out))):
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    try:
+        _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise AssertionError("the batch went on after Ctrl-C")
+    assert p.returncode == 130 and "interrupted" in err
+    names = only_files(out)
+    assert all(n.endswith(".bac") for n in names), names                # no temporary files
+    assert 1 <= len(names) < 12
+    for n in names:
+        codec.decompress_details((out / n).read_bytes(), synthesize=False)   # complete

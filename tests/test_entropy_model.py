@@ -179,7 +179,7 @@ def test_size_close_to_paper_estimate(kodim23):
     """On real latents (a 256x256 crop, lambda 3) the adaptive coder, which pays
     for learning its tables, stays within 1.3x of the paper's free-table estimate
     (measured: 1.05x with the early model)."""
-    a = codec._Analysed(kodim23[128:384, 256:512], None, 10)
+    a = codec.Encoder(kodim23[128:384, 256:512], None, 10)
     q = a.quantize(3.0)
     payload = encode_symbols(q.depth, q.index, 10)
     bits = 8 * len(payload)

@@ -31,7 +31,7 @@ TARGET_BYTES = 1.5e9
 
 
 def _default_image() -> str:
-    from ..cli import find_demo_image
+    from ..sample import find_demo_image
     return find_demo_image()
 
 
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     # breakdown, stage by stage (same calls as codec.py)
     x, grey = codec.as_float_image(pixels)
     t_ana, (mu, sigma) = _median_time(lambda: model.analysis(x), r)
-    a = codec._Analysed(pixels, model, codec.DEFAULT_MAX_DEPTH)
+    a = codec.Encoder(pixels, model, codec.DEFAULT_MAX_DEPTH)
     t_q, q = _median_time(lambda: a.symbols(args.lam), r)          # both passes, as compress
     n = codec.DEFAULT_MAX_DEPTH
     t_enc, payload = _median_time(lambda: entropy_model.encode_symbols(q.depth, q.index, n), r)

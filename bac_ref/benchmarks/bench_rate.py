@@ -51,7 +51,7 @@ def main(argv=None):
     mismatches = 0
     t0 = time.time()
     for i, f in enumerate(files):
-        a = codec._Analysed(f, model, codec.DEFAULT_MAX_DEPTH)
+        a = codec.Encoder(f, model, codec.DEFAULT_MAX_DEPTH)
         for lam in lams:
             enc = a.encode(lam, second_pass=args.second_pass)
             dec = codec.decompress_details(enc.data, model)

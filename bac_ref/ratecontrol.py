@@ -1,0 +1,293 @@
+r"""Rate control: the lambda for a target size (``--bpp``) or quality (``--psnr``).
+
+lambda is the codec's only rate knob (:mod:`bac_ref.codec`); a target is met by
+searching lambda, on the :class:`~bac_ref.codec.Encoder` of the image (g_a runs
+once).  What one step costs decides the method:
+
+* **size**: the rate of a lambda is *predicted* without range coding it, from
+  the ideal code length of its symbols (``Encoder.rate``: the paper's estimate,
+  sum of -log2 of the per-channel frequencies).  Real files are 0.99-1.11 times
+  that estimate, and the ratio changes slowly with lambda.  So: solve
+  est(lambda) = target / ratio on the estimate, code that one candidate,
+  measure the real ratio, correct, and code again only if the file misses the
+  target by more than 1.5 %.  Usually 3-5 VBQ runs and one or two codings.
+* **quality**: PSNR needs g_s (``Encoder.quality``), but PSNR is smooth in
+  ln(lambda) (about -1.8 dB per unit), so a secant search from that prior slope
+  hits [target, target + 0.05 dB] in 2-4 steps; the file is coded once.
+
+Both searches run in t = ln(lambda) within ``codec.LAMBDA_RANGE`` with the
+safeguarded search of :func:`solve`: secant steps from a prior slope until the
+root is bracketed, then secant (or false position) steps, and a bisection
+whenever the bracket has not halved in two steps (Brent's rule: robust where
+PSNR is flat near the ceiling and steep below it).
+
+Out of reach.  Quality stops rising as lambda -> 0: the *ceiling* is the PSNR
+at the smallest lambda of the range.  A ``--psnr`` target above the ceiling,
+or a ``--bpp`` target whose lambda lies where the quality has stopped rising,
+gives instead the smallest file within ``QUALITY_SLACK`` (0.1 dB) of the
+ceiling, never the larger file that buys nothing, and ``Encoded.note`` says
+so.  A target below the smallest file gives the smallest file.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+__all__ = ["encode_for_bpp", "encode_for_psnr", "solve", "QUALITY_SLACK", "BPP_TOL",
+           "PSNR_TOL"]
+
+BPP_TOL = 0.015             # accept a coded file within 1.5 % of the target (promise: 2 %)
+PSNR_TOL = 0.05             # accept PSNR in [target, target + 0.05] dB
+QUALITY_SLACK = 0.1         # "quality stops rising": within 0.1 dB of the ceiling
+KNEE_CHECK_LAM = 0.04       # a bpp target's lambda below this is checked against the ceiling
+START_LAM = 3.0             # first guess (the CLI's default lambda)
+BPP_SLOPE = -0.45           # d ln(bpp) / d ln(lambda), a typical photo (prior for step 1)
+PSNR_SLOPE = -1.8           # d PSNR / d ln(lambda) in dB, a typical photo
+MAX_STEP = 5.0              # largest step in ln(lambda) before a bracket exists
+RATIO0 = 1.01               # first guess of real size / estimate, plus ...
+OVERHEAD_BITS = 2500        # ... the adaptive models' learning cost (matters on small images)
+
+
+def _lam_range():
+    from .codec import LAMBDA_RANGE
+    return math.log(LAMBDA_RANGE[0]), math.log(LAMBDA_RANGE[1])
+
+
+def solve(f, t0: float, slope: float, tol: float, lo: float, hi: float, max_evals: int,
+          points: list | None = None):
+    """A root of the decreasing function f(t) on [lo, hi], |f| <= tol.
+
+    ``points`` holds (t, f(t)) pairs already known (they seed the search and the
+    new evaluations are appended).  Returns ``(t, status)``: status "ok" (|f(t)| <=
+    tol), "high" (f > 0 even at hi: the root lies beyond the largest t), "low" (f < 0
+    even at lo) or "budget" (evaluations spent; t is the point with the smallest |f|).
+    """
+    pts = points if points is not None else []
+
+    def bracket():
+        below = [p for p in pts if p[1] > 0]            # t too small (f decreasing)
+        above = [p for p in pts if p[1] <= 0]
+        return (max(below, default=None), min(above, default=None))
+
+    for p in pts:
+        if abs(p[1]) <= tol:
+            return p[0], "ok"
+    t = min(max(t0, lo), hi)
+    widths = []                                         # bracket widths, to spot stalling
+    for _ in range(max_evals):
+        if not any(p[0] == t for p in pts):
+            v = f(t)
+            pts.append((t, v))
+            if abs(v) <= tol:
+                return t, "ok"
+        below, above = bracket()
+        if below is not None and above is not None:
+            (ta, va), (tb, vb) = below, above
+            if tb - ta < 1e-9:
+                break
+            widths.append(tb - ta)
+            margin = 1e-3 * (tb - ta)
+            if len(widths) >= 3 and widths[-1] > 0.5 * widths[-3]:
+                tn = 0.5 * (ta + tb)         # the bracket did not halve in two steps: bisect
+            else:
+                tn = None
+                (t1, v1), (t2, v2) = pts[-2:] if len(pts) >= 2 else (below, above)
+                if t1 != t2 and v1 != v2:
+                    tn = t2 - v2 * (t2 - t1) / (v2 - v1)    # secant through the last two
+                if tn is None or not ta + margin <= tn <= tb - margin:
+                    tn = ta + va * (tb - ta) / (va - vb)    # false position on the bracket
+                    tn = min(max(tn, ta + margin), tb - margin)
+        else:
+            last = sorted(pts, key=lambda p: abs(p[1]))[:2]
+            s = slope
+            if len(last) == 2 and last[0][0] != last[1][0]:
+                est = (last[0][1] - last[1][1]) / (last[0][0] - last[1][0])
+                if est < 0:
+                    s = max(min(est, slope / 8), slope * 8)   # within 1/8 .. 8 of the prior
+            t_ref, v_ref = last[0]
+            tn = t_ref - v_ref / s
+            if abs(tn - t_ref) > MAX_STEP and s == slope / 8:
+                tn = hi if tn > t_ref else lo   # flat and far: go to the end at once
+            else:
+                tn = min(max(tn, t_ref - MAX_STEP), t_ref + MAX_STEP)
+            if tn >= hi:
+                if any(p[0] == hi for p in pts):
+                    return hi, "high"
+                tn = hi
+            elif tn <= lo:
+                if any(p[0] == lo for p in pts):
+                    return lo, "low"
+                tn = lo
+        t = tn
+    best = min(pts, key=lambda p: abs(p[1]))
+    return best[0], "budget"
+
+
+class _Search:
+    """Runs of VBQ on one image at t = ln(lambda), with the progress messages and times."""
+
+    def __init__(self, enc, second_pass, progress):
+        self.enc = enc
+        self.second_pass = second_pass
+        self.progress = progress
+        self.t0 = time.perf_counter()
+        self.steps = 0
+        self.last = None                                 # (t, Quantized) of the last run
+        self.quality_of = {}                             # t -> PSNR
+        self.ceiling = None
+
+    def symbols(self, t):
+        if self.last is not None and self.last[0] == t:
+            return self.last[1]
+        q = self.enc.symbols(math.exp(t), self.second_pass)
+        self.steps += 1
+        self.last = (t, q)
+        return q
+
+    def say(self, message):
+        if self.progress is not None:
+            self.progress(message)
+
+    def quality(self, t):
+        if t not in self.quality_of:
+            self.quality_of[t] = self.enc.quality(self.symbols(t))
+            self.say(f"lambda {math.exp(t):.4g}: {self.quality_of[t]:.3f} dB")
+        return self.quality_of[t]
+
+    def encode(self, t, note=None, psnr=None):
+        q = self.symbols(t)
+        out = self.enc.encode(math.exp(t), self.second_pass, q=q)
+        out.note, out.psnr = note, psnr
+        out.times["search"] = time.perf_counter() - self.t0 - out.times.get("entropy coding", 0)
+        out.times["search steps (VBQ runs)"] = self.steps
+        return out
+
+    def find_quality(self, target, above=None):
+        """Search t for PSNR in [target, target + PSNR_TOL]; returns (t, status).
+
+        ``above``: search only t >= above (the knee: below it PSNR is flat and not
+        monotone, so only the largest lambda that meets the target counts).
+        """
+        lo, hi = _lam_range()
+        if above is not None:
+            lo = above
+        goal = target + PSNR_TOL / 2
+
+        def f(t):
+            return self.quality(t) - goal
+        pts = [(t, v - goal) for t, v in self.quality_of.items() if t >= lo]
+        start = math.log(START_LAM) if math.log(START_LAM) > lo else lo + 1.0
+        return solve(f, start, PSNR_SLOPE, PSNR_TOL / 2, lo, hi, 14, pts)
+
+    def ceiling_psnr(self):
+        """PSNR at the smallest lambda of the range: the most this model gives this image."""
+        if self.ceiling is None:                 # PSNR is not monotone down there: the best seen
+            self.quality(_lam_range()[0])
+            self.ceiling = max(self.quality_of.values())
+        return self.ceiling
+
+    def knee(self, note):
+        """The smallest file within QUALITY_SLACK of the ceiling (``note(lambda)`` explains)."""
+        goal = self.ceiling_psnr() - QUALITY_SLACK
+        self.find_quality(goal, above=self.best_meeting(goal))
+        t = self.best_meeting(goal)
+        return self.encode(t, note=note(math.exp(t)), psnr=self.quality_of[t])
+
+    def best_meeting(self, target):
+        """The largest t evaluated whose PSNR >= target (else the smallest t evaluated)."""
+        ok = [t for t, v in self.quality_of.items() if v >= target]
+        return max(ok) if ok else min(self.quality_of)
+
+
+def encode_for_psnr(enc, target: float, second_pass: bool = True, progress=None):
+    """The smallest file with PSNR >= target (within PSNR_TOL), or the knee if out of reach."""
+    s = _Search(enc, second_pass, progress)
+    t, status = s.find_quality(target)
+    if status == "low" or (status == "budget" and max(s.quality_of.values()) < target):
+        ceiling = s.ceiling_psnr()
+        if ceiling < target:
+            msg = (f"target {target:g} dB is out of reach: this model's ceiling for this image "
+                   f"is {ceiling:.2f} dB")
+            s.say(msg)
+            return s.knee(lambda lam: msg + f"; this is the smallest file within "
+                          f"{QUALITY_SLACK:g} dB of it (lambda {lam:.4g})")
+    if status == "high":                      # even the largest lambda meets the target
+        return s.encode(t, psnr=s.quality(t))
+    t = s.best_meeting(target)
+    return s.encode(t, psnr=s.quality_of[t])
+
+
+def encode_for_bpp(enc, target: float, second_pass: bool = True, progress=None):
+    """The file closest to ``target`` bpp (within BPP_TOL when reachable; see the module)."""
+    s = _Search(enc, second_pass, progress)
+    lo, hi = _lam_range()
+    est = {}
+
+    def estimate(t):                            # est: t = ln(lambda) -> estimated bpp
+        if t not in est:
+            lam = math.exp(t)
+            est[t] = enc.rate(s.symbols(t))
+            s.say(f"lambda {lam:.4g}: {est[t]:.4f} bpp (estimate)")
+        return est[t]
+
+    coded = []                                  # (t, real / estimate, Encoded)
+
+    def log_ratio(t):
+        """ln(real / estimate) at t: a first guess, then the line through the coded points."""
+        if not coded:                           # a fixed cost of the adaptive models, ~2500 bits
+            return math.log(RATIO0 + OVERHEAD_BITS / (enc.num_pixels * estimate(t)))
+        if len(coded) == 1:
+            return math.log(coded[0][1])
+        (ta, ra, _), (tb, rb, _) = coded[-2:]
+        if ta == tb:
+            return math.log(rb)
+        return math.log(ra) + (math.log(rb) - math.log(ra)) * (t - ta) / (tb - ta)
+
+    def f(t):
+        return math.log(estimate(t)) + log_ratio(t) - math.log(target)
+
+    t = math.log(START_LAM)
+    for _ in range(3):
+        pts = [(u, f(u)) for u in est]                       # the same runs, a new goal
+        t, status = solve(f, t, BPP_SLOPE, math.log(1 + BPP_TOL / 2), lo, hi, 12, pts)
+        lam = math.exp(t)
+        if status == "low":                     # more bits than the smallest lambda gives
+            return _too_large(s, target, est)
+        if lam < KNEE_CHECK_LAM:                # where quality may have stopped rising
+            knee = _knee_if_flat(s, t, target)
+            if knee is not None:
+                return knee
+        out = s.encode(t)
+        coded.append((t, out.bpp / est[t], out))
+        s.say(f"lambda {lam:.4g}: {out.bpp:.4f} bpp (coded)")
+        if status == "high":
+            out.note = (f"target {target:g} bpp is below the smallest file this model makes "
+                        f"of this image ({out.bpp:.4f} bpp): this is the smallest")
+            return out
+        if abs(out.bpp / target - 1) <= BPP_TOL:
+            return out
+    best = min((c[2] for c in coded), key=lambda e: abs(e.bpp / target - 1))
+    if abs(best.bpp / target - 1) > 0.02:
+        best.note = f"target {target:g} bpp not reachable: this is the closest size"
+    return best
+
+
+def _too_large(s, target, est):
+    most = est[min(est)]
+    msg = (f"target {target:g} bpp is out of reach: the largest file this model makes of "
+           f"this image is about {most:.3f} bpp")
+    s.say(msg)
+    return s.knee(lambda lam: msg + f"; and the quality stops rising well before: this is the "
+                  f"smallest file within {QUALITY_SLACK:g} dB of the best (lambda {lam:.4g})")
+
+
+def _knee_if_flat(s, t, target):
+    """The knee instead of t when t buys almost nothing over it (within the slack); else None."""
+    here = s.quality(t)
+    ceiling = s.ceiling_psnr()
+    if here < ceiling - QUALITY_SLACK:
+        return None
+    out = s.knee(lambda k: f"at {target:g} bpp the quality has stopped rising (ceiling "
+                 f"{ceiling:.2f} dB): this is the smallest file within {QUALITY_SLACK:g} dB "
+                 f"of it (lambda {k:.4g})")
+    return out if math.log(out.lam) >= t else None
