@@ -3,7 +3,7 @@
 ``data_files`` installs, under <prefix>/share/bac_ref/, the shipped models and the files
 that ``bac-ref conform`` checks: data/vectors (SPEC.md §11) and data/golden (§2, §13), one
 entry per folder, so that the runner works after a non-editable ``pip install .``
-(bac_ref.conformance_cases.data_dir finds them there).
+(bac_ref.conformance.cases.data_dir finds them there).
 """
 import os
 

@@ -5,8 +5,8 @@
     bac-ref decompress IN.bac OUT.png|.ppm|.pgm|.npy                 .bac -> image
     bac-ref info FILE.bac [--symbols OUT.npz]                        header, sizes, symbols
     bac-ref demo [--out DIR]                                         kodim23 at three rates
-    bac-ref conform ...                                              bac_ref.conformance, if present
-    bac-ref bench IMAGES... --out DIR [--limit N] [--codecs ...]     RD benchmark (bac_ref.bench)
+    bac-ref conform ...                                              bac_ref.conformance.runner, if present
+    bac-ref bench IMAGES... --out DIR [--limit N] [--codecs ...]     RD benchmark (bac_ref.bench.rd)
     bac-ref embeddings --out DIR [--model NPZ] [--questions TXT]     word-embedding benchmark
 
 Data flow (SPEC.md §8-§10; the work is done by :mod:`bac_ref.codec`)::
@@ -574,11 +574,11 @@ def cmd_demo(args) -> int:
 # conform
 # ---------------------------------------------------------------------------
 def cmd_conform(argv) -> int:
-    """Delegate to bac_ref.conformance.main(argv) when that module exists."""
+    """Delegate to bac_ref.conformance.runner.main(argv) when that module exists."""
     import importlib
     import importlib.util
     import inspect
-    name = f"{__package__ or 'bac_ref'}.conformance"
+    name = f"{__package__ or 'bac_ref'}.conformance.runner"
     if importlib.util.find_spec(name) is None:
         print("conformance runner not available", file=sys.stderr, flush=True)
         return 2
@@ -707,33 +707,33 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _common(m)
     m.set_defaults(func=cmd_demo)
 
-    sub.add_parser("conform", help="run the conformance suite (bac_ref.conformance; "
+    sub.add_parser("conform", help="run the conformance suite (bac_ref.conformance.runner; "
                    f"'{PROG} conform --help' for its options)", add_help=False)
 
     bench_help = "rate-distortion benchmark: VBQ vs baselines and JPEG/WebP/AVIF (maintainers)"
     emb_help = "word-embedding compression benchmark, VBQ vs baselines (maintainers)"
     if command == "bench":
-        # bench (issue 6): the options and the work live in bac_ref.bench.
-        from . import bench
+        # bench (issue 6): the options and the work live in bac_ref.bench.rd.
+        from .bench import rd as bench
         b = sub.add_parser("bench", help=bench_help,
                            description="Code IMAGES with VBQ over a lambda grid, the latent "
                            "baselines and Pillow's codecs; write per-image and mean results "
                            "(JSON, Markdown), BD-rate against JPEG and an RD plot into --out "
-                           "DIR (resumable). See bac_ref/bench.py.")
+                           "DIR (resumable). See bac_ref/bench/rd.py.")
         bench.add_arguments(b)
         b.set_defaults(func=bench.cmd_bench)
     else:
         sub.add_parser("bench", help=bench_help, add_help=False)
     if command == "embeddings":
-        # embeddings (issue 8): the paper's second experiment, in bac_ref.embeddings.
-        from . import embeddings
+        # embeddings (issue 8): the paper's second experiment, in bac_ref.embeddings.benchmark.
+        from .embeddings import benchmark as embeddings
         e = sub.add_parser("embeddings", help=emb_help,
                            description="Compress a Bayesian skip-gram embedding matrix with VBQ "
                            "over a lambda grid, uncertainty-blind VBQ, uniform quantization "
                            "(range coder, gzip, bzip2, lzma, empirical entropy) and k-means; "
                            "score each reconstruction on word analogies (top-1, Hits@10, MRR); "
                            "write JSON, Markdown and a PNG plot into --out DIR. See "
-                           "bac_ref/embeddings.py.")
+                           "bac_ref/embeddings/benchmark.py.")
         embeddings.add_arguments(e)
         e.set_defaults(func=embeddings.cmd_embeddings)
     else:

@@ -57,7 +57,6 @@ from .imageio import ImageData, read_image
 from .metrics import psnr, psnr_from_sse, sse_uint8  # noqa: F401  (codec.psnr is public API)
 
 DEFAULT_MAX_DEPTH = 10
-LAMBDA_RANGE = (1e-4, 1e5)          # where the rate searches look
 MAX_DECODE_PIXELS = 1 << 25         # default decoder limit (SPEC.md §8, memory bombs)
 GROUP_LATENTS = 1 << 19             # VBQ runs on groups of channels of at most this many latents
 

@@ -4,7 +4,7 @@
     PSNR = 10 log10(255^2 / MSE)                         MSE over every sample of the 8-bit images
 
 One formula for the codec (:mod:`bac_ref.codec`, the CLI) and the benchmarks
-(:mod:`bac_ref.evaluate` re-exports these).  NumPy only; nothing here reaches
+(:mod:`bac_ref.bench.evaluate` re-exports these).  NumPy only; nothing here reaches
 the coder.  :func:`psnr_from_sse` serves images processed in strips: integer
 sums of squared differences are exact, so the result is the same number as
 :func:`psnr` on the whole image.

@@ -44,7 +44,7 @@ Constructors (SPEC.md §4.4): :func:`standard_normal` (a shipped, correctly
 rounded table with K = 12, see ``tables/make_std_normal.py``) and
 :func:`gaussian` (one multiply and one add per entry from that table,
 bit-exact).  Fitting a prior to data is training, not coding: it lives in
-:mod:`bac_ref.prior_fit` (``fit_gaussian``, ``fit_empirical_prior``: a
+:mod:`bac_ref.training.prior_fit` (``fit_gaussian``, ``fit_empirical_prior``: a
 kernel-density quantile table, or Balle et al. 2018's flexible univariate
 density fitted by L-BFGS), which hands its tables to :class:`QuantilePrior`
 like any other.  Serialisation to .npz-compatible arrays: SPEC.md §4.5.
@@ -482,11 +482,3 @@ def gaussian(loc, scale) -> QuantilePrior:
     table = (loc[:, None] + scale[:, None] * q[None, :]) + 0.0      # (C, 4097)
     return QuantilePrior(table, "gaussian", {"loc": loc.copy(), "scale": scale.copy()})
 
-
-def __getattr__(name):
-    # The prior fitting moved to bac_ref.prior_fit; these two names still resolve
-    # here until every caller imports them from there (the layout change removes this).
-    if name in ("fit_gaussian", "fit_empirical_prior"):
-        from . import prior_fit
-        return getattr(prior_fit, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

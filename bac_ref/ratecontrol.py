@@ -46,10 +46,10 @@ PSNR_SLOPE = -1.8           # d PSNR / d ln(lambda) in dB, a typical photo
 MAX_STEP = 5.0              # largest step in ln(lambda) before a bracket exists
 RATIO0 = 1.01               # first guess of real size / estimate, plus ...
 OVERHEAD_BITS = 2500        # ... the adaptive models' learning cost (matters on small images)
+LAMBDA_RANGE = (1e-4, 1e5)  # where the searches look
 
 
 def _lam_range():
-    from .codec import LAMBDA_RANGE
     return math.log(LAMBDA_RANGE[0]), math.log(LAMBDA_RANGE[1])
 
 

@@ -50,7 +50,7 @@ def kodim23():
 def _ieee_floats_after_each_test():
     """Every test starts with IEEE-754 subnormals on.
 
-    ``bac_ref.train`` turns on torch's flush-denormal mode (a process-wide CPU flag)
+    ``bac_ref.training.train`` turns on torch's flush-denormal mode (a process-wide CPU flag)
     when it runs in-process, as test_train does; later tests (VBQ with sigma = 5e-324,
     hypothesis's float strategies) would then see subnormals flushed to zero.
     """
@@ -64,7 +64,7 @@ def _ieee_floats_after_each_test():
 def fitted_priors():
     """Two-channel samples and the priors fitted to them (KDE, Balle 2018), fitted once."""
     import numpy as np
-    from bac_ref import prior_fit
+    from bac_ref.training import prior_fit
     rng = np.random.default_rng(11)
     x = np.stack([rng.standard_normal(4000) * 0.5 + 2, rng.exponential(size=4000) - 1])
     return {

@@ -20,7 +20,7 @@ import numpy as np
 def tiny_model_bytes(n: int = 4, m: int = 2, seed: int = 0) -> bytes:
     """A small valid model file (SPEC.md §6) with a per-channel N(0, 1) coding prior, as .npz
     bytes: the conformance suite's builder, the one tiny-model builder of the project."""
-    from bac_ref import conformance
+    from bac_ref.conformance import runner as conformance
     return conformance.tiny_model_bytes(n, m, seed)
 
 

@@ -1,6 +1,6 @@
 """Golden .bacw vectors (SPEC.md §13): pinned bytes, decoded matrices, refused files.
 
-The cases live in data/golden/bacw (see :mod:`bac_ref.conformance_bacw`): five valid cases,
+The cases live in data/golden/bacw (see :mod:`bac_ref.conformance.bacw`): five valid cases,
 whose encoder bytes and decoded zhat bits are both pinned (the encoder is exact too: SPEC §5
 uses integer search and basic float operations only, §13 fixes the default scale's rounding),
 and reject cases that every decoder must refuse.
@@ -22,7 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bac_ref import conformance, conformance_bacw, embedding_codec
+from bac_ref.conformance import runner as conformance, bacw as conformance_bacw
+from bac_ref.embeddings import bacw as embedding_codec
 
 FOLDER = conformance_bacw.DEFAULT_FOLDER
 
@@ -59,7 +60,7 @@ def test_runner_catches_a_wrong_decoder_and_encoder(tmp_path, monkeypatch, slow)
     script = tmp_path / "tool.py"
     script.write_text(
         "import sys, numpy as np\n"
-        "from bac_ref import embedding_codec as e\n"
+        "from bac_ref.embeddings import bacw as e\n"
         "mode, inp, out = sys.argv[1:]\n"
         "if mode in ('dec', 'baddec'):\n"
         "    try:\n"

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bac_ref import baselines as B
+from bac_ref.bench import baselines as B
 from bac_ref import priors as P
 from bac_ref import vbq
 

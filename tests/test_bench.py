@@ -1,4 +1,4 @@
-"""The benchmark runner (bac_ref/bench.py, ``bac-ref bench``) on a 64 x 96 crop of kodim23.
+"""The benchmark runner (bac_ref/bench/rd.py, ``bac-ref bench``) on a 64 x 96 crop of kodim23.
 
 Sizes must be real: the vbq entry equals the .bac file ``codec.compress``
 writes, the jpeg entry the file Pillow writes, a baseline entry its range-coder
@@ -16,7 +16,8 @@ import os
 import numpy as np
 import pytest
 
-from bac_ref import bench, cli, codec, evaluate
+from bac_ref.bench import rd as bench, evaluate
+from bac_ref import cli, codec
 from bac_ref.imageio import write_png
 
 PIL = pytest.importorskip("PIL", reason="the jpeg codec of the bench needs Pillow")
@@ -206,8 +207,8 @@ def test_evaluate_and_bench_import_without_pillow_or_matplotlib():
     import subprocess
     import sys
     code = ("import sys; sys.modules['PIL'] = None; sys.modules['matplotlib'] = None\n"
-            "import bac_ref.evaluate, bac_ref.bench, bac_ref.cli\n"
-            "assert bac_ref.bench.plot({'mean': {}}, 'x.png') is False\n")
+            "import bac_ref.bench.evaluate, bac_ref.bench.rd, bac_ref.cli\n"
+            "assert bac_ref.bench.rd.plot({'mean': {}}, 'x.png') is False\n")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -242,7 +242,7 @@ def test_progress_only_for_long_work(capsys):
 
 
 def test_conform_delegation(capsys, monkeypatch):
-    name = "bac_ref.conformance"
+    name = "bac_ref.conformance.runner"
     real = sys.modules.pop(name, None)
     import importlib.util
     monkeypatch.setattr(importlib.util, "find_spec", lambda n: None)

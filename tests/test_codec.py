@@ -158,14 +158,14 @@ def test_bpp_target_reachable(medium):
 
 
 def test_bpp_target_unreachable_gives_closest(crop):
-    least = codec.compress_details(crop, codec.LAMBDA_RANGE[1]).bpp
+    least = codec.compress_details(crop, ratecontrol.LAMBDA_RANGE[1]).bpp
     enc = codec.compress_details(crop, bpp=1e-6)
     assert enc.bpp <= least * 1.02 and "smallest" in enc.note
 
 
 def test_bpp_target_past_the_quality_ceiling_gives_the_knee(crop):
     """--bpp 1000: not the largest file, but the smallest within 0.1 dB of the best quality."""
-    low = codec.LAMBDA_RANGE[0]
+    low = ratecontrol.LAMBDA_RANGE[0]
     most = codec.compress_details(crop, low)
     ceiling = codec.psnr(crop, codec.decompress(most.data))
     enc = codec.compress_details(crop, bpp=1000.0)
@@ -176,7 +176,7 @@ def test_bpp_target_past_the_quality_ceiling_gives_the_knee(crop):
 
 
 def test_psnr_target_out_of_reach_says_so_and_gives_the_knee(crop):
-    low = codec.LAMBDA_RANGE[0]
+    low = ratecontrol.LAMBDA_RANGE[0]
     most = codec.compress_details(crop, low)
     ceiling = codec.psnr(crop, codec.decompress(most.data))
     heard = []

@@ -1,4 +1,4 @@
-"""Conformance vectors (SPEC.md §11) and their runner, bac_ref.conformance.
+"""Conformance vectors (SPEC.md §11) and their runner, bac_ref.conformance.runner.
 
 * bac_ref passes every vector in-process (decode, compare, re-encode);
 * the external-command paths (--decoder, --encoder) work, with a wrapper script
@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bac_ref import bitstream, codec, conformance as conf, conformance_cases as cases
-from bac_ref import conformance_generate as gen, spec_entropy_model as spec9
+from bac_ref import bitstream, codec
+from bac_ref.conformance import runner as conf, cases
+from bac_ref.conformance import generate as gen, spec_walk as spec9
 from bac_ref.rangecoder import Encoder
 
 VECTORS = conf.DEFAULT_VECTORS
@@ -62,7 +63,8 @@ WRAPPER = r'''
 import os, sys, time
 sys.path.insert(0, REPO)                    # bac_ref from this source tree
 import numpy as np
-from bac_ref import codec, conformance
+from bac_ref import codec
+from bac_ref.conformance import runner as conformance
 from bac_ref.errors import BitstreamError
 
 mode, src, dst = sys.argv[1:4]
@@ -100,7 +102,7 @@ else:
     data, enc = conformance.encode_arrays(inp, model)
     if mode.startswith("encode-tie-"):     # always the lower / upper tied point, not rule (2)
         from bac_ref import entropy_model
-        from bac_ref.conformance_generate import _TIE_LOWER, _TIE_POSITIONS
+        from bac_ref.conformance.generate import _TIE_LOWER, _TIE_POSITIONS
         index = enc.index.copy()
         for pos, k in zip(_TIE_POSITIONS, _TIE_LOWER):
             index[(0,) + pos] = k if mode == "encode-tie-lower" else k + 1
@@ -118,7 +120,7 @@ else:
 @pytest.fixture(scope="module")
 def wrapper(tmp_path_factory):
     path = tmp_path_factory.mktemp("wrapper") / "bac_ref_wrapper.py"
-    repo = Path(conf.__file__).resolve().parent.parent
+    repo = Path(conf.__file__).resolve().parents[2]
     path.write_text(f"REPO = {str(repo)!r}\n" + WRAPPER, encoding="utf-8")
     return path
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bac_ref import analogy, corpus, embedding_codec, embeddings, vbq
+from bac_ref.embeddings import analogy, corpus, bacw as embedding_codec, benchmark as embeddings
+from bac_ref import vbq
 from bac_ref.errors import BitstreamError
 from bac_ref.priors import gaussian
 
@@ -269,7 +270,7 @@ def test_shipped_embeddings_reproduce_card_scores():
 
 def test_skipgram_training_runs_and_exports(tmp_path):
     pytest.importorskip("torch")
-    from bac_ref import skipgram
+    from bac_ref.embeddings import skipgram
     rng = np.random.default_rng(0)
     vocab = [a + b for a in "abcde" for b in "xyzuvw"]
     text = "\n".join(" ".join(rng.choice(vocab, 40)) for _ in range(20))

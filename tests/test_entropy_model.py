@@ -201,7 +201,7 @@ def test_inactive_channels_cost_almost_nothing():
 
 
 def test_cost_by_kind_adds_up_to_the_payload():
-    from bac_ref import spec_entropy_model
+    from bac_ref.conformance import spec_walk as spec_entropy_model
     rng = np.random.default_rng(5)
     depth = rng.integers(0, 12, (3, 5, 6))
     depth[1] = 0                                                     # an inactive channel
@@ -216,7 +216,7 @@ def test_cost_by_kind_adds_up_to_the_payload():
 def test_coding_steps_are_the_payload_and_the_spec_walk():
     """entropy_model.coding_steps (the encoder's own walk, named) gives exactly the payload of
     encode_symbols, and the same intervals as the independent SPEC.md §9 walk."""
-    from bac_ref import spec_entropy_model
+    from bac_ref.conformance import spec_walk as spec_entropy_model
     from bac_ref.rangecoder import Encoder
     rng = np.random.default_rng(9)
     for style in ("smooth", "sparse", "uniform"):

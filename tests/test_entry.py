@@ -27,15 +27,15 @@ def test_run_turns_expected_errors_into_one_line(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("module, argv, words", [
-    ("bac_ref.release", ["--weights", "{tmp}/none.npz"], ["none.npz", "--weights"]),
-    ("bac_ref.release", ["--weights", "{model}", "--data", "{tmp}/nodata"], ["nodata", "--data"]),
-    pytest.param("bac_ref.skipgram", ["--corpus", "{tmp}/none.txt.gz"],
+    ("bac_ref.training.release", ["--weights", "{tmp}/none.npz"], ["none.npz", "--weights"]),
+    ("bac_ref.training.release", ["--weights", "{model}", "--data", "{tmp}/nodata"], ["nodata", "--data"]),
+    pytest.param("bac_ref.embeddings.skipgram", ["--corpus", "{tmp}/none.txt.gz"],
                  ["none.txt.gz", "--corpus"], marks=pytest.mark.slow),      # imports torch: slow
-    pytest.param("bac_ref.train", ["--data", "{tmp}/nodata", "--out", "{tmp}/run"],
+    pytest.param("bac_ref.training.train", ["--data", "{tmp}/nodata", "--out", "{tmp}/run"],
                  ["nodata", "--data"], marks=pytest.mark.slow),
 ])
 def test_scripts_give_one_line_errors(tmp_path, module, argv, words):
-    if module != "bac_ref.release":
+    if module != "bac_ref.training.release":
         pytest.importorskip("torch")
     model = os.path.join(REPO, "pretrained_npz", "bmshj2017-vae-n128.npz")
     argv = [a.format(tmp=tmp_path, model=model) for a in argv]

@@ -1,4 +1,4 @@
-"""Rate-distortion metrics (bac_ref/evaluate.py): bpp, PSNR, MS-SSIM, BD-rate / BD-PSNR.
+"""Rate-distortion metrics (bac_ref/bench/evaluate.py): bpp, PSNR, MS-SSIM, BD-rate / BD-PSNR.
 
 MS-SSIM is checked against two independent implementations, each skipped
 when absent: ``pytorch_msssim`` (the common reference; ``pip install
@@ -13,7 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from bac_ref import codec, evaluate as E
+from bac_ref import codec
+from bac_ref.bench import evaluate as E
 
 
 def _noisy(a, amp, seed=0):

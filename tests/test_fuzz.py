@@ -4,7 +4,7 @@ Every input must end in a clean ``BitstreamError`` (``ModelFileError`` for model
 files) or in a valid decode, in bounded time and memory (SPEC.md §2.8, §8, §9.4, §6).
 CI runs a few hundred hypothesis examples per target (derandomized, fast);
 ``BAC_REF_FUZZ_LONG=1`` adds a long run (>= 10,000 inputs per target, and
-10,000 inputs of ``bac_ref.conformance.fuzz``; also
+10,000 inputs of ``bac_ref.conformance.runner.fuzz``; also
 ``python -m bac_ref.conformance --fuzz N``).
 
 Note: a CRC-32 covers the whole file (SPEC.md §8), so random edits almost always
@@ -26,7 +26,8 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-from bac_ref import bitstream, codec, conformance as conf, entropy_model  # noqa: E402
+from bac_ref import bitstream, codec, entropy_model  # noqa: E402
+from bac_ref.conformance import runner as conf
 from bac_ref.errors import BitstreamError, ModelFileError  # noqa: E402
 from bac_ref.model import load_model  # noqa: E402
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bac_ref import conformance, conformance_cases, model as model_mod
+from bac_ref.conformance import runner as conformance, cases as conformance_cases
+from bac_ref import model as model_mod
 
 HERE = Path(__file__).resolve().parent
 C_READER = HERE / "modelfile_reader.c"

@@ -1,10 +1,10 @@
-"""Tests of the prior fitting (bac_ref.prior_fit, SPEC.md §4.4): fits follow their samples."""
+"""Tests of the prior fitting (bac_ref.training.prior_fit, SPEC.md §4.4): fits follow their samples."""
 import json
 
 import numpy as np
 import pytest
 
-from bac_ref import prior_fit as PF
+from bac_ref.training import prior_fit as PF
 
 
 def test_fit_gaussian_uses_mean_and_std():

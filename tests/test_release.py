@@ -1,4 +1,4 @@
-"""The model-card writer and the model's own Kodak figures (bac_ref.release, eval_model).
+"""The model-card writer and the model's own Kodak figures (bac_ref.training.release, eval_model).
 
 Run on a tiny random model and two small synthetic "kodim" images: the real Kodak set is
 never needed (nor used) here.
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bac_ref import release
-from bac_ref.benchmarks import eval_model
+from bac_ref.training import release
+from bac_ref.bench import eval_model
 from bac_ref.imageio import write_png
 from bac_ref.model import load_model
 from helpers import tiny_model_bytes

@@ -1,4 +1,4 @@
-"""NumPy g_a / g_s against PyTorch's GaussianVAE (bac_ref.train), same weights (SPEC.md §7.3).
+"""NumPy g_a / g_s against PyTorch's GaussianVAE (bac_ref.training.train), same weights (SPEC.md §7.3).
 
 The PyTorch model is built with a fixed seed, its GDN parameters are moved off their
 identity-like initialisation (so the gamma_ij x_j^2 cross terms matter), its effective
@@ -17,7 +17,7 @@ torch = pytest.importorskip(
 
 import bac_ref  # noqa: E402
 from bac_ref import g_a  # noqa: E402
-from bac_ref.train import GaussianVAE, GDN  # noqa: E402
+from bac_ref.training.train import GaussianVAE, GDN  # noqa: E402
 from bac_ref.weights import export_npz  # noqa: E402
 
 TOL = 1e-4          # max abs difference on mu, sigma and x_hat (SPEC.md §7.3)

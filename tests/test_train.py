@@ -1,4 +1,4 @@
-"""bac_ref.train on a toy data set: export, resume, a fine-tune's schedule, the wall-clock budget.
+"""bac_ref.training.train on a toy data set: export, resume, a fine-tune's schedule, the wall-clock budget.
 
 A tiny VAE (N = M = 8) on three random 64x64 images, a few steps each: this checks the
 plumbing (files written, steps counted, the learning rate a fine-tune sees), not quality.
@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (extra 'train')")
 Image = pytest.importorskip("PIL.Image", reason="Pillow is not installed")
 
-from bac_ref import train  # noqa: E402
+from bac_ref.training import train  # noqa: E402
 from bac_ref.weights import load_npz_arrays  # noqa: E402
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bac_ref import prior_fit as PF
+from bac_ref.training import prior_fit as PF
 from bac_ref import priors as P
 from bac_ref import vbq
 from helpers import vbq_by_definition

@@ -1,6 +1,6 @@
 """12-megapixel photos: wall time, peak memory and the strip path's pixels (issue 18).
 
-    python -m bac_ref.benchmarks.bench_large [IMAGE] [--size 4000x3000] [--lam 3] [--check]
+    python -m bac_ref.bench.bench_large [IMAGE] [--size 4000x3000] [--lam 3] [--check]
 
 Without IMAGE, a 4000 x 3000 test photo is made from data/kodim23.png (2x upscaled, then
 mirror-tiled: photo-like detail at every scale; written to a temporary folder, never to the

@@ -20,7 +20,7 @@ pedestal and are bounded from below, which keeps training stable.  The
 exported .npz holds the *effective* beta and gamma, so the NumPy forward
 pass (bac_ref.g_a / bac_ref.g_s) needs no knowledge of the trick.
 
-Run ``python -m bac_ref.train --help``.  Training is resumable: it writes a
+Run ``python -m bac_ref.training.train --help``.  Training is resumable: it writes a
 full checkpoint (weights + Adam state) and, every ``--export-every`` steps,
 the NumPy model file; ``--resume`` accepts either.  ``--device cuda`` trains
 on a GPU (crops are cut on the device); ``--minutes`` gives a wall-clock
@@ -56,12 +56,12 @@ try:
     import torch.nn.functional as F
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(
-        "bac_ref.train needs PyTorch: pip install 'bac_ref[train]' "
+        "bac_ref.training.train needs PyTorch: pip install 'bac_ref[train]' "
         "(CPU wheel: pip install torch==2.13.0)") from exc
 
 from .release import image_files, split_train_val  # noqa: E402,F401 (split: also for callers)
-from .entry import require_folder, run  # noqa: E402
-from .weights import export_npz  # noqa: E402
+from ..entry import require_folder, run  # noqa: E402
+from ..weights import export_npz  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # GDN with Balle's reparameterisation
@@ -411,7 +411,7 @@ def _train(args):
             opt.load_state_dict(ck["opt"])
             step, history = ck["step"], ck.get("history", [])
         else:
-            from .weights import load_npz_arrays
+            from ..weights import load_npz_arrays
             arrays, meta = load_npz_arrays(args.resume)
             arrays = {k: v.astype(np.float32) for k, v in arrays.items()  # wip files: float16
                       if k.startswith(("g_a.", "g_s."))}
@@ -523,4 +523,4 @@ def _train(args):
 
 
 if __name__ == "__main__":
-    sys.exit(run(main, "python -m bac_ref.train"))
+    sys.exit(run(main, "python -m bac_ref.training.train"))

@@ -1,12 +1,12 @@
 """Build a shippable model file: trained weights + the fitted coding prior.
 
-    python -m bac_ref.release --weights runs/vae/model.npz \\
+    python -m bac_ref.training.release --weights runs/vae/model.npz \\
         --out pretrained_npz/bmshj2017-vae-n128.npz
 
 The VAE is trained with an N(0, I) prior, but VBQ codes in the CDF space of
 an *empirical* prior fitted per channel to posterior means (the paper, Sec.
 5; SPEC.md §4.4).  This script runs the NumPy analysis transform on training
-images (never Kodak), fits that prior with :func:`bac_ref.prior_fit.fit_empirical_prior`
+images (never Kodak), fits that prior with :func:`bac_ref.training.prior_fit.fit_empirical_prior`
 and writes weights, metadata and ``prior.*`` arrays into one .npz, then
 records its sha256 in the folder's MANIFEST.json.
 """
@@ -19,11 +19,11 @@ import time
 
 import numpy as np
 
-from .entry import require_file, require_folder, run
-from .imageio import read_image, to_rgb_float
-from .model import load_model
+from ..entry import require_file, require_folder, run
+from ..imageio import read_image, to_rgb_float
+from ..model import load_model
 from .prior_fit import fit_empirical_prior
-from .weights import PARAM_LAYOUT, export_npz, load_npz_arrays
+from ..weights import PARAM_LAYOUT, export_npz, load_npz_arrays
 
 
 IMAGE_EXTENSIONS = ("png", "jpg", "webp")
@@ -38,14 +38,14 @@ def image_files(root: str) -> list:
 
 
 def split_train_val(files, every: int = 25):
-    """Deterministic split (bac_ref.train's): every 25th file (sorted by path) is validation."""
+    """Deterministic split (bac_ref.training.train's): every 25th file (sorted by path) is validation."""
     val = [f for i, f in enumerate(files) if i % every == 0]
     train = [f for i, f in enumerate(files) if i % every != 0]
     return train, val
 
 
 def training_images(root: str):
-    """The training split of bac_ref.train (sorted; every 25th file is validation)."""
+    """The training split of bac_ref.training.train (sorted; every 25th file is validation)."""
     return split_train_val(image_files(root))[0]
 
 
@@ -106,7 +106,7 @@ def _training_lines(meta: dict) -> list:
     """The card's training bullet: one line, or one sub-bullet per phase (meta["phases"])."""
     head = (f"* Training: negative ELBO, Gaussian likelihood variance {meta.get('likelihood_variance')} "
             f"on pixels in [0, 1], N(0, I) prior, Adam, random crops with flips; "
-            f"**{meta.get('steps')} steps** (`python -m bac_ref.train`)")
+            f"**{meta.get('steps')} steps** (`python -m bac_ref.training.train`)")
     phases = meta.get("phases")
     if not phases:
         return [head + f", batch {meta.get('batch')} of {meta.get('crop')}x{meta.get('crop')} "
@@ -120,7 +120,7 @@ def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> st
     """pretrained_npz/README.md: data, steps, training curve, Kodak figures, file size.
 
     ``notes``: Markdown inserted after the summary (e.g. the learning-rate schedule)."""
-    from .benchmarks.eval_model import kodak_mean_reconstruction
+    from ..bench.eval_model import kodak_mean_reconstruction
     model = load_model(npz_path)
     kodak = kodak_mean_reconstruction(model, kodak_dir) if os.path.isdir(kodak_dir) else None
     name = os.path.basename(npz_path)
@@ -146,7 +146,7 @@ def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> st
                      f"{kodak['psnr']:.2f} dB PSNR**; KL(q || N(0, I)) {kodak['kl_bpp']:.3f} "
                      f"bits/pixel; reconstruction from one posterior sample "
                      f"{kodak['sample_psnr']:.2f} dB (the model's own rate-distortion point: "
-                     f"`python -m bac_ref.benchmarks.eval_model`).")
+                     f"`python -m bac_ref.bench.eval_model`).")
     if notes:
         lines += ["", notes.strip()]
     lines += ["", "## Training curve (validation centre crops, never Kodak)", "",
@@ -163,8 +163,8 @@ def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> st
                   "(not comparable with the unmarked rows; the notes above say by how much). The loss "
                   "is per pixel of the training crops, so it changes with the crop size too."]
     lines += ["", "Resume training from this file (a fresh Adam state):", "",
-              "    python -m bac_ref.train --resume pretrained_npz/" + name + " --steps 200000",
-              "    python -m bac_ref.release --weights runs/vae/model.npz", ""]
+              "    python -m bac_ref.training.train --resume pretrained_npz/" + name + " --steps 200000",
+              "    python -m bac_ref.training.release --weights runs/vae/model.npz", ""]
     path = os.path.join(os.path.dirname(os.path.abspath(npz_path)), "README.md")
     with open(path, "w") as fh:
         fh.write("\n".join(lines))
@@ -172,4 +172,4 @@ def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> st
 
 
 if __name__ == "__main__":
-    sys.exit(run(main, "python -m bac_ref.release"))
+    sys.exit(run(main, "python -m bac_ref.training.release"))

@@ -1,6 +1,6 @@
 """Wall time and peak memory of the codec on one photo (default data/kodim23.png).
 
-    python -m bac_ref.benchmarks.bench_codec [IMAGE] [--lam L] [--repeat 3]
+    python -m bac_ref.bench.bench_codec [IMAGE] [--lam L] [--repeat 3]
 
 Prints the median of ``repeat`` runs of compress (image array -> .bac bytes)
 and decompress (.bac bytes -> uint8 pixels) with the model already loaded,
@@ -64,7 +64,7 @@ def _peak_bytes(mode: str, path: str, lam: float, model) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = package_parent + (os.pathsep + env["PYTHONPATH"]
                                           if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "bac_ref.benchmarks.bench_codec", path, "--lam", repr(lam),
+    cmd = [sys.executable, "-m", "bac_ref.bench.bench_codec", path, "--lam", repr(lam),
            "--child", mode] + (["--model", model] if model else [])
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])["maxrss_kb"] * 1024

@@ -4,14 +4,14 @@ Run only on purpose, from the command line::
 
     BAC_REF_REGENERATE_VECTORS=1 python -m bac_ref.conformance --generate
 
-(:func:`bac_ref.conformance.main` refuses without the variable, so that the
+(:func:`bac_ref.conformance.runner.main` refuses without the variable, so that the
 pinned bytes are never rewritten by accident.)  :func:`generate` writes one
 folder per case with its files and ``manifest.json``, then ``index.json``.
 Deterministic: fixed seeds and fixed zip timestamps give the same bytes for the
 same model (image cases depend on float32 g_a/g_s; array, coder and reject
 cases do not).
 
-The cases, kind by kind (the layout is described in :mod:`bac_ref.conformance`):
+The cases, kind by kind (the layout is described in :mod:`bac_ref.conformance.runner`):
 
 * :func:`_image_specs`: crops of kodim23 and synthetic images, covering sizes,
   grey/RGBA/16-bit input and every header flag;
@@ -25,7 +25,7 @@ Steering (:class:`_Steer`, :func:`_steered_symbols`, :func:`_steered_coder_case`
 keeps an exact copy of the encoder state and picks each step's symbol so that
 the payload follows a plan ("straddle a word boundary until k words are
 pending, then resolve with a carry", ...); the coding steps come from the
-independent SPEC.md §9 implementation in :mod:`bac_ref.spec_entropy_model`,
+independent SPEC.md §9 implementation in :mod:`bac_ref.conformance.spec_walk`,
 which also checks every generated payload against bac_ref's entropy model.
 """
 from __future__ import annotations
@@ -44,17 +44,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import SPEC_VERSION, bitstream, codec, priors, vbq
-from .conformance_cases import (
-    CONFORMANCE_MODEL, FORMAT, STD_NORMAL_FILE, PIXEL_OFF_BY_ONE_SHARE, PIXEL_TOLERANCE, REGENERATE_CMD, SHIPPED_MODEL_CASES, TOLERANCE, data_dir, _header_dict, _json_bytes, _sha256, decode_coder_case,
-    encode_arrays, encode_coder_case, npz_bytes, read_npz,
-)
-from .errors import BitstreamError
-from .imageio import decode_png, encode_png, read_image
-from .rangecoder import Encoder
-from .spec_entropy_model import (
-    _UNIFORM, MASK32, MASK64, TOTAL, coder_stats, coding_steps, steps_to_intervals, walk_symbols,
-)
+from .. import SPEC_VERSION, bitstream, codec, priors, vbq
+from .cases import (
+    CONFORMANCE_MODEL, FORMAT, STD_NORMAL_FILE, PIXEL_OFF_BY_ONE_SHARE, PIXEL_TOLERANCE,
+    REGENERATE_CMD, SHIPPED_MODEL_CASES, TOLERANCE, data_dir, _header_dict, _json_bytes, _sha256,
+    decode_coder_case, encode_arrays, encode_coder_case, npz_bytes, read_npz)
+from ..errors import BitstreamError
+from ..imageio import decode_png, encode_png, read_image
+from ..rangecoder import Encoder
+from .spec_walk import (
+    _UNIFORM, MASK32, MASK64, TOTAL, coder_stats, coding_steps, steps_to_intervals, walk_symbols)
 
 __all__ = ["generate", "generate_all", "conformance_model", "conformance_model_arrays"]
 
@@ -289,8 +288,8 @@ def conformance_model_arrays(n: int = 16, m: int = 12, seed: int = 20261202) -> 
     recorded by every vector that uses it, so it is never regenerated
     (a change of numpy or BLAS could change the fitted prior).
     """
-    from . import g_a
-    from .weights import PARAM_LAYOUT
+    from .. import g_a
+    from ..weights import PARAM_LAYOUT
     rng = np.random.default_rng(seed)
     p = {}
 
@@ -939,18 +938,18 @@ def _payload_info(depth, index, n, payload) -> tuple:
 
 def generate_all(model=None, report=print) -> dict:
     """Rewrite every pinned file: data/vectors (:func:`generate`), data/golden/bacw
-    (:func:`bac_ref.conformance_bacw.generate`) and data/golden/coder (its builder lives
+    (:func:`bac_ref.conformance.bacw.generate`) and data/golden/coder (its builder lives
     beside its test, tests/test_golden_coder.py, which cross-checks every payload with
     constriction and an independent coder): the one switch, one command of SPEC.md §11.5.
     Returns {folder: case ids}."""
     import importlib.util
-    from . import conformance_bacw
+    from . import bacw as conformance_bacw
     out = {}
     vectors = data_dir("vectors")
     out[str(vectors)] = generate(vectors, model=model, report=report)
     bacw = data_dir("golden", "bacw")
     out[str(bacw)] = conformance_bacw.generate(bacw)
-    test = Path(__file__).resolve().parent.parent / "tests" / "test_golden_coder.py"
+    test = Path(__file__).resolve().parents[2] / "tests" / "test_golden_coder.py"
     if not test.exists():
         raise RuntimeError(f"{test} not found: regenerate from a source checkout")
     spec = importlib.util.spec_from_file_location("_bac_ref_golden_coder", test)
@@ -963,7 +962,7 @@ def generate_all(model=None, report=print) -> dict:
 def conformance_model(folder=None):
     """The frozen conformance model (SPEC.md §11.2), loaded from ``folder`` (default:
     data/vectors)."""
-    from .model import load_model
+    from ..model import load_model
     return load_model(str(Path(folder or data_dir("vectors")) / CONFORMANCE_MODEL))
 
 

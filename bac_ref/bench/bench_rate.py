@@ -1,6 +1,6 @@
 """Real .bac sizes against the paper's rate estimate, per lambda, on a folder of images.
 
-    python -m bac_ref.benchmarks.bench_rate [--images DIR] [--lams 0.3,1,3,10,30,100]
+    python -m bac_ref.bench.bench_rate [--images DIR] [--lams 0.3,1,3,10,30,100]
                                             [--second-pass] [--json OUT]
 
 For every image and lambda: compress (real bytes, header included), decode,
@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from .. import codec, entropy_model, spec_entropy_model
+from .. import codec, entropy_model
+from ..conformance import spec_walk as spec_entropy_model
 
 
 def main(argv=None):

@@ -1,6 +1,6 @@
 """Benchmark: NumPy g_a + g_s (bac_ref.model) against PyTorch CPU, same weights, same machine.
 
-    python -m bac_ref.benchmarks.bench_transforms [--model PATH] [--threads T] [--repeats R]
+    python -m bac_ref.bench.bench_transforms [--model PATH] [--threads T] [--repeats R]
 
 Weights: --model, else runs/vae/model.npz when it exists, else random weights at N = M = 128.
 Image: random, 768 x 512 (W x H, the Kodak size) unless --width/--height say otherwise.
@@ -94,7 +94,7 @@ def main(argv=None):
     if not args.no_torch:
         try:
             import torch
-            from bac_ref.train import GaussianVAE
+            from bac_ref.training.train import GaussianVAE
         except ImportError:
             print("PyTorch not installed: NumPy timings only")
         else:

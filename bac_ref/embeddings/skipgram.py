@@ -8,7 +8,7 @@ with a factorised Gaussian prior and a mean-field Gaussian posterior
     p(U_wi) = N(0, s_U^2),   q(U_wi) = N(mu_wi, sigma_wi^2)      (same for V, with s_V)
 
 The objective is the ELBO of the corpus, estimated per mini-batch of B
-(centre w, context c) pairs with k negatives n_1..n_k each (:mod:`bac_ref.corpus`)
+(centre w, context c) pairs with k negatives n_1..n_k each (:mod:`bac_ref.embeddings.corpus`)
 and one reparameterised sample u = mu + sigma * eps per occurrence:
 
     ELBO / P = mean_batch[ log sigmoid(u_w . v_c) + sum_j log sigmoid(-u_w . v_nj) ]
@@ -23,7 +23,7 @@ compresses mu, spending few or no bits on those entries.
 
 The shipped file holds the word vectors' posterior (``mu``, ``sigma``, (V, D)
 float32), ``words`` and ``counts``, and the learned ``prior_scale`` s_U.
-Run ``python -m bac_ref.skipgram --help``.
+Run ``python -m bac_ref.embeddings.skipgram --help``.
 """
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ try:
     import torch.nn.functional as F
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(
-        "bac_ref.skipgram needs PyTorch: pip install 'bac_ref[train]' "
+        "bac_ref.embeddings.skipgram needs PyTorch: pip install 'bac_ref[train]' "
         "(CPU wheel: pip install torch==2.13.0)") from exc
 
 from . import analogy, corpus  # noqa: E402
-from .entry import require_file, run  # noqa: E402
-from .weights import export_npz  # noqa: E402
+from ..entry import require_file, run  # noqa: E402
+from ..weights import export_npz  # noqa: E402
 
 
 class BayesianSkipGram(torch.nn.Module):
@@ -98,7 +98,7 @@ def export(path, model, vocab, meta) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bac_ref.skipgram", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bac_ref.embeddings.skipgram", description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default="../shared/data/text/corpus.txt.gz")
     p.add_argument("--questions", default="../shared/data/text/questions-words.txt",
                    help="analogy questions, evaluated after every epoch ('' to skip)")
@@ -188,4 +188,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main, "python -m bac_ref.skipgram"))
+    sys.exit(run(main, "python -m bac_ref.embeddings.skipgram"))

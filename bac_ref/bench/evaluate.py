@@ -1,6 +1,6 @@
 r"""Rate-distortion metrics: bpp, PSNR, MS-SSIM and Bjontegaard deltas (NumPy/SciPy only).
 
-Used by :mod:`bac_ref.bench` (``bac-ref bench``); importable without Pillow or
+Used by :mod:`bac_ref.bench.rd` (``bac-ref bench``); importable without Pillow or
 matplotlib.  Not part of the .bac format: nothing here reaches the coder.
 
     file bytes --bpp()--------------------------> rate (bits per pixel)
@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from .metrics import float_pair, bpp, mse, psnr  # noqa: F401  (bpp, mse, psnr: part of this API)
+from ..metrics import float_pair, bpp, mse, psnr  # noqa: F401  (bpp, mse, psnr: part of this API)
 
 __all__ = [
     "MS_SSIM_WEIGHTS", "bpp", "psnr", "mse", "ssim", "ms_ssim", "ms_ssim_min_side",

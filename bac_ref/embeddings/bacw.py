@@ -12,7 +12,7 @@ This module makes that a real file.  Encoder::
 
 and the decoder reconstructs zhat[v, d] = F^-1((2 index + 1) / 2^(depth + 1))
 from the table alone (SPEC.md §4.2), bit-identical on every IEEE-754 platform.
-Rows are best ordered by word frequency (as :mod:`bac_ref.corpus` numbers
+Rows are best ordered by word frequency (as :mod:`bac_ref.embeddings.corpus` numbers
 them): a word's posterior uncertainty, and hence its VBQ depths, follow its
 frequency, so the depth of the previous row predicts the next (§9.2 contexts).
 
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bitstream, entropy_model, vbq
-from .errors import BitstreamError
-from .priors import gaussian
+from .. import bitstream, entropy_model, vbq
+from ..errors import BitstreamError
+from ..priors import gaussian
 
 __all__ = ["MAGIC", "HEADER_SIZE", "MAX_ENTRIES", "EmbeddingHeader", "compress_embeddings",
            "decompress_embeddings", "quantize_embeddings", "rms_scale"]

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import vbq
-from .priors import QuantilePrior, standard_normal
+from .. import vbq
+from ..priors import QuantilePrior, standard_normal
 
 __all__ = [
     "BaselineResult", "ChannelEntropyModel", "UniformQuantizer", "KMeansQuantizer",
@@ -109,7 +109,7 @@ class ChannelEntropyModel:
     def cdfs(self) -> list:
         """One checked 24-bit CDF table (n + 1 ints) per channel."""
         if self._cdfs is None:
-            from .intmodels import cdf_from_counts
+            from ..intmodels import cdf_from_counts
             self._cdfs = [cdf_from_counts([int(c) for c in row]) for row in self.counts]
         return self._cdfs
 
@@ -136,7 +136,7 @@ class ChannelEntropyModel:
 
     def encode(self, symbols, axis: int = 0) -> bytes:
         """Range-code the symbols, channel-major (row c with table c), SPEC.md §2."""
-        from . import rangecoder
+        from .. import rangecoder
         r = self._check(symbols, axis)
         cdfs = self.cdfs()
         flat, tables = [], []
@@ -147,7 +147,7 @@ class ChannelEntropyModel:
 
     def decode(self, data: bytes, shape, axis: int = 0) -> np.ndarray:
         """Inverse of :meth:`encode` for symbols of the given shape."""
-        from . import rangecoder
+        from .. import rangecoder
         shape = tuple(int(s) for s in shape)
         if not -len(shape) <= axis < len(shape) or shape[axis] != self.num_channels:
             raise ValueError(f"shape {shape} has no {self.num_channels} channels on axis {axis}")

@@ -1,6 +1,6 @@
 """Rate and quality targets: time against one fixed-lambda compress, and accuracy (issue 18).
 
-    python -m bac_ref.benchmarks.bench_targets [IMAGES...] [--bpp 0.15 0.3 0.5 1] [--psnr 28 30 32 34]
+    python -m bac_ref.bench.bench_targets [IMAGES...] [--bpp 0.15 0.3 0.5 1] [--psnr 28 30 32 34]
 
 For each image (default data/kodim23.png) and each target, one compress exactly as
 ``bac-ref compress`` does it (bac_ref.cli.compress_file: read, g_a, search, coding, the

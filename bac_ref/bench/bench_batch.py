@@ -1,6 +1,6 @@
 """Batches: the speed-up of ``--jobs N`` and how fast Ctrl-C stops one (issue 18).
 
-    python -m bac_ref.benchmarks.bench_batch [IMAGES...] [--copies 8] [--jobs 1 2]
+    python -m bac_ref.bench.bench_batch [IMAGES...] [--copies 8] [--jobs 1 2]
 
 Compresses the same set of files (default: 8 copies of data/kodim23.png in a temporary
 folder) with ``bac-ref compress --out-dir`` at each --jobs value, as fresh processes,

@@ -1,9 +1,9 @@
 r"""What a conformance case is made of; shared by the runner and the generator.
 
-The layout of ``data/vectors`` is described in :mod:`bac_ref.conformance`.
+The layout of ``data/vectors`` is described in :mod:`bac_ref.conformance.runner`.
 This module holds what both sides of it need, the runner
-(:mod:`bac_ref.conformance`) and the generator
-(:mod:`bac_ref.conformance_generate`):
+(:mod:`bac_ref.conformance.runner`) and the generator
+(:mod:`bac_ref.conformance.generate`):
 
 * the layout's constants: its ``FORMAT`` version, the default folder, the
   regeneration switch ``BAC_REF_REGENERATE_VECTORS`` and the ``TOLERANCE``
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bitstream, codec, priors
-from .rangecoder import Decoder, Encoder
+from .. import bitstream, codec, priors
+from ..rangecoder import Decoder, Encoder
 
 REGENERATE_ENV = "BAC_REF_REGENERATE_VECTORS"
 
@@ -38,14 +38,14 @@ REGENERATE_ENV = "BAC_REF_REGENERATE_VECTORS"
 def data_dir(*parts) -> Path:
     """A folder of the repository's data/: beside the package in a source tree (or an
     editable install), else where ``pip install .`` put it, <sys.prefix>/share/bac_ref/data."""
-    source = Path(__file__).resolve().parent.parent / "data"
+    source = Path(__file__).resolve().parents[2] / "data"
     if source.joinpath(*parts).exists():
         return source.joinpath(*parts)
     return Path(sys.prefix, "share", "bac_ref", "data").joinpath(*parts)
 
 
 DEFAULT_VECTORS = data_dir("vectors")
-FORMAT = 2                       # version of the vector layout (see bac_ref.conformance)
+FORMAT = 2                       # version of the vector layout (see bac_ref.conformance.runner)
 PIXEL_TOLERANCE = 1
 # At most this share of a case's 8-bit samples (or 1 sample, if more) may differ from
 # recon.png (by 1), SPEC.md §10: g_s in float32 with another summation order moves a
@@ -192,7 +192,7 @@ def decode_coder_case(case: dict, payload: bytes) -> list:
 # data/golden/coder (SPEC.md §11.2): the range coder and the integer models of §3
 # ---------------------------------------------------------------------------
 def _golden_models(specs):
-    from .intmodels import AdaptiveBinaryModel, AdaptiveModel
+    from ..intmodels import AdaptiveBinaryModel, AdaptiveModel
     models = []
     for spec in specs:
         if spec["kind"] == "adaptive":
@@ -208,7 +208,7 @@ def _golden_models(specs):
 
 def encode_golden_coder_case(case: dict) -> bytes:
     """payload.bin of a data/golden/coder case: its ops coded in order (SPEC.md §11.2)."""
-    from .intmodels import check_cdf
+    from ..intmodels import check_cdf
     tables = [check_cdf(t) for t in case["tables"]]
     models = _golden_models(case["models"])
     enc = Encoder()
@@ -224,7 +224,7 @@ def encode_golden_coder_case(case: dict) -> bytes:
 
 def decode_golden_coder_case(case: dict, payload: bytes) -> list:
     """The symbol of every op of a data/golden/coder case, decoded; check_end() included."""
-    from .intmodels import check_cdf
+    from ..intmodels import check_cdf
     tables = [check_cdf(t) for t in case["tables"]]
     models = _golden_models(case["models"])
     dec = Decoder(payload)

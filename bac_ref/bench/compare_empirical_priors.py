@@ -1,9 +1,9 @@
 """Compare priors for VBQ by measured rate on HELD-OUT latents (SPEC.md §4.4).
 
-    python -m bac_ref.benchmarks.compare_empirical_priors [--model runs/vae/ckpt.pt | model.npz]
+    python -m bac_ref.bench.compare_empirical_priors [--model runs/vae/ckpt.pt | model.npz]
                                                   [--fit-images 160] [--json out.json]
 
-Data (never Kodak): the deterministic split of ``bac_ref.train.split_train_val``.
+Data (never Kodak): the deterministic split of ``bac_ref.training.train.split_train_val``.
 Priors are FITTED on the posterior means of centre crops (256 x 256) of training
 images (every k-th of the training list, ``--fit-images`` of them) and EVALUATED
 on the centre crops of the validation images.  The per-channel frequency tables
@@ -25,7 +25,7 @@ held-out latents, reporting
   mse_z       latent-space mean squared error of zhat vs mu; wd = mean ((zhat-mu)/sigma)^2
   psnr        dB of the decoded crops (synthesis of zhat, uint8 rounding, RGB)
 and a BD-rate of each prior against "kde" (rate_paper vs psnr, piecewise-linear in log rate).
-With --baselines, the bac_ref.baselines quantizers (uniform, k-means, uncertainty-blind
+With --baselines, the bac_ref.bench.baselines quantizers (uniform, k-means, uncertainty-blind
 VBQ with the kde prior, integer rounding) run on the same split with real range-coded
 sizes, and their BD-rate against VBQ (real bytes vs PSNR) is printed.
 Run time: minutes (the Balle fit dominates); timings are not the point.
@@ -43,14 +43,15 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 from bac_ref import priors, vbq  # noqa: E402
-from bac_ref.baselines import ChannelEntropyModel  # noqa: E402
+from bac_ref.training import prior_fit  # noqa: E402
+from bac_ref.bench.baselines import ChannelEntropyModel  # noqa: E402
 
 DEFAULT_LAMBDAS = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]
 
 
 def load_vae(path):
     import torch
-    from bac_ref.train import GaussianVAE
+    from bac_ref.training.train import GaussianVAE
     if path.endswith(".npz"):
         from bac_ref.weights import load_npz_arrays
         arrays, meta = load_npz_arrays(path)
@@ -112,7 +113,7 @@ def bd_rate(r_ref, p_ref, r_test, p_test):
 
 def run_baselines(args, model, fitted, mu_f, sg_f, mu_e, sg_e, ev_crops, pixels):
     """Uniform, k-means, uncertainty-blind VBQ and integer rounding on the same split (real bytes)."""
-    from bac_ref import baselines as bl
+    from bac_ref.bench import baselines as bl
     cf = lambda a: np.moveaxis(a, 1, 0)                                  # noqa: E731
     prior = fitted.get("kde") or next(iter(fitted.values()))
     families = {
@@ -162,13 +163,13 @@ def main(argv=None):
     ap.add_argument("--no-bytes", action="store_true", help="skip the real range coding")
     ap.add_argument("--no-psnr", action="store_true", help="skip synthesis / PSNR")
     ap.add_argument("--baselines", action="store_true",
-                    help="also run the bac_ref.baselines quantizers (real bytes, PSNR)")
+                    help="also run the bac_ref.bench.baselines quantizers (real bytes, PSNR)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="write all numbers here")
     args = ap.parse_args(argv)
 
     import torch
-    from bac_ref.train import list_images, load_rgb, split_train_val, val_crops
+    from bac_ref.training.train import list_images, load_rgb, split_train_val, val_crops
     torch.set_num_threads(args.threads)
     t0 = time.time()
     model, step = load_vae(args.model)
@@ -205,12 +206,12 @@ def main(argv=None):
             if name == "std_normal":
                 p = priors.standard_normal()
             elif name == "gaussian":
-                p = priors.fit_gaussian(cf(mu_f), axis=0)
+                p = prior_fit.fit_gaussian(cf(mu_f), axis=0)
             elif name == "kde":
-                p = priors.fit_empirical_prior(cf(mu_f), axis=0, method="kde", table_bits=kb,
+                p = prior_fit.fit_empirical_prior(cf(mu_f), axis=0, method="kde", table_bits=kb,
                                                max_samples=args.kde_samples)
             else:
-                p = priors.fit_empirical_prior(cf(mu_f), axis=0, method="balle2018", table_bits=kb,
+                p = prior_fit.fit_empirical_prior(cf(mu_f), axis=0, method="balle2018", table_bits=kb,
                                                max_samples=args.balle_samples, maxiter=args.balle_maxiter)
             fitted[label] = p
             print(f"fitted {label}: {time.time() - t:.0f} s", flush=True)

@@ -6,7 +6,7 @@ r"""``bac-ref bench``: rate-distortion benchmark of VBQ against baselines and im
 
 IMAGES are files or folders (their *.png / *.jpg, sorted).  Every image is
 coded by every codec at every setting; sizes are real bytes, distortion is
-measured on RGB uint8 pixels (:mod:`bac_ref.evaluate`).  What each codec is::
+measured on RGB uint8 pixels (:mod:`bac_ref.bench.evaluate`).  What each codec is::
 
     image --g_a--> (mu, sigma) --+-- vbq      VBQ(lam) + .bac entropy model   -> whole .bac file
                                  +-- vbq2     the same, second pass (SPEC §5.4) -> whole .bac file
@@ -33,9 +33,9 @@ measured on RGB uint8 pixels (:mod:`bac_ref.evaluate`).  What each codec is::
   over the fitting set (``BlindVBQ.sigma_c``), so that it differs from vbq /
   vbq2 in sigma alone; size = the whole .bac file, which the ordinary decoder
   reads.
-* uniform, kmeans, rounding (:mod:`bac_ref.baselines`; SPEC.md §12): per-channel parameters and
+* uniform, kmeans, rounding (:mod:`bac_ref.bench.baselines`; SPEC.md §12): per-channel parameters and
   static 24-bit tables fitted on the posterior (mu, sigma) of ``--fit-images``
-  TRAINING images (``bac_ref.release.training_images``; never the benchmark
+  TRAINING images (``bac_ref.training.release.training_images``; never the benchmark
   images; cached in DIR/baselines.npz); size = range-coder payload +
   BASELINE_HEADER_BYTES = 32, the size of a .bac header (SPEC.md §8), as the
   equivalent of the side information a real file would need (image size,
@@ -82,7 +82,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import evaluate
-from .weights import sha256_file
+from ..weights import sha256_file
 
 RESULT_VERSION = 1
 CODECS = ("vbq", "vbq2", "jpeg", "webp", "avif", "uniform", "kmeans", "blind", "blind2",
@@ -161,7 +161,7 @@ class _Log:
 
 
 def _write_json(path: str, obj) -> None:
-    from .imageio import atomic_write
+    from ..imageio import atomic_write
     atomic_write(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode(), overwrite=True)
 
 
@@ -214,7 +214,7 @@ def expand_images(paths, limit: int = 0) -> list:
 
 def default_train_dir() -> str | None:
     """../shared/data/train from the working folder or from the source tree, if present."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for root in (os.getcwd(), here):
         cand = os.path.normpath(os.path.join(root, "..", "shared", "data", "train"))
         if os.path.isdir(cand):
@@ -227,7 +227,7 @@ def default_train_dir() -> str | None:
 # ---------------------------------------------------------------------------
 def fit_files(train_dir: str, n: int) -> list:
     """``n`` training images spread evenly over the training split (release's rule)."""
-    from .release import training_images
+    from ..training.release import training_images
     files = training_images(train_dir)
     if not files:
         raise BenchError(f"{train_dir}: no training images (*.png / *.jpg / *.webp) found")
@@ -273,7 +273,7 @@ def load_or_fit_baselines(model, cfg: BenchConfig, out_dir: str, images, log) ->
     info = {"fit_id", "fit_images", "train_dir", "header_bytes"}, None without baselines.
     fit_id hashes the model id, the code fingerprint, max_depth and the fitting files.
     """
-    from .codec import model_prior
+    from ..codec import model_prior
     # blind2 uses blind's fit (sigma_c does not depend on the pass)
     fit_as = {"blind2": "blind"}
     wanted = sorted({(fit_as.get(c, c), v) for c in cfg.codecs if c in BASELINE_CODECS
@@ -327,7 +327,7 @@ def load_or_fit_baselines(model, cfg: BenchConfig, out_dir: str, images, log) ->
             log(f"  fitted {c} {key} ({i + 1}/{len(missing)}, {time.time() - t0:.0f} s)")
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        from .imageio import atomic_write
+        from ..imageio import atomic_write
         atomic_write(npz_path, buf.getvalue(), overwrite=True)
         _write_json(manifest_path, dict(basis, fit_id=fit_id, fit_images=len(files),
                                         positions_per_channel=int(mu.shape[1]),
@@ -338,7 +338,7 @@ def load_or_fit_baselines(model, cfg: BenchConfig, out_dir: str, images, log) ->
 
 
 def _training_latents(model, files, log):
-    from .imageio import read_image, to_rgb_float
+    from ..imageio import read_image, to_rgb_float
     mus, sigmas = [], []
     for i, f in enumerate(files):
         mu, sigma = model.analysis(to_rgb_float(read_image(f)))         # (M, h, w) float32
@@ -366,13 +366,13 @@ def _metrics(ref, rec, nbytes, height, width) -> dict:
 # to them invalidates cached measurements and fitted baselines (during development
 # the entropy model changes without a format version bump).
 _CODE_MODULES = ("codec", "bitstream", "entropy_model", "rangecoder", "intmodels", "vbq",
-                 "priors", "baselines", "model", "g_a", "g_s", "layers")
+                 "priors", "bench/baselines", "model", "g_a", "g_s", "layers")
 
 
 def code_fingerprint() -> str:
     """sha256 (16 hex digits) of the source of _CODE_MODULES."""
     h = hashlib.sha256()
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # bac_ref/
     for name in _CODE_MODULES:
         with open(os.path.join(here, name + ".py"), "rb") as fh:
             h.update(name.encode() + b"\0" + fh.read())
@@ -396,8 +396,8 @@ class _ImageJob:
     """The measurements of one image, computed lazily and saved after every codec."""
 
     def __init__(self, path, out_dir, model, cfg, quantizers, fit_id, log):
-        from .codec import as_float_image, to_pixels
-        from .imageio import read_image
+        from ..codec import as_float_image, to_pixels
+        from ..imageio import read_image
         self.path, self.model, self.cfg, self.log = path, model, cfg, log
         self.quantizers = quantizers
         self.name = os.path.basename(path)
@@ -435,7 +435,7 @@ class _ImageJob:
     @property
     def analysed(self):
         if self._analysed is None:
-            from .codec import Encoder
+            from ..codec import Encoder
             self._analysed = Encoder(self.img, self.model, self.cfg.max_depth)
         return self._analysed
 
@@ -447,7 +447,7 @@ class _ImageJob:
         return blind
 
     def _synth(self, zhat):
-        from .codec import to_pixels
+        from ..codec import to_pixels
         x_hat = self.model.synthesis(zhat.astype(np.float32), size=(self.height, self.width))
         pix = to_pixels(x_hat, self.grey)
         return np.repeat(pix[:, :, None], 3, axis=2) if pix.ndim == 2 else pix
@@ -681,7 +681,7 @@ def plot(summary, path) -> bool:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    from .imageio import atomic_write
+    from ..imageio import atomic_write
     atomic_write(path, buf.getvalue(), overwrite=True)
     return True
 
@@ -722,7 +722,7 @@ def run(images, out_dir, cfg: BenchConfig | None = None, quiet: bool = False) ->
 
     model = quantizers = fit_info = None
     if any(c in LATENT_CODECS for c in codecs):
-        from .codec import get_model
+        from ..codec import get_model
         model = get_model(cfg.model)
         quantizers, fit_info = load_or_fit_baselines(model, cfg, out_dir, files, log)
     fit_id = fit_info["fit_id"] if fit_info else None
@@ -774,7 +774,7 @@ def run(images, out_dir, cfg: BenchConfig | None = None, quiet: bool = False) ->
         "seconds": round(time.time() - t_start, 1),
     }
     _write_json(os.path.join(out_dir, "results.json"), summary)
-    from .imageio import atomic_write
+    from ..imageio import atomic_write
     atomic_write(os.path.join(out_dir, "results.md"), markdown(summary).encode(), overwrite=True)
     if cfg.plot:
         if plot(summary, os.path.join(out_dir, "rd.png")):

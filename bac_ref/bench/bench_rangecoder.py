@@ -1,6 +1,6 @@
 """Speed of the pure-Python range coder (bac_ref.rangecoder) and integer models.
 
-Run:  python -m bac_ref.benchmarks.bench_rangecoder [--symbols 300000] [--repeat 3]
+Run:  python -m bac_ref.bench.bench_rangecoder [--symbols 300000] [--repeat 3]
 
 Prints one row per case: symbols per second for encoding and decoding (best
 of --repeat runs), payload bits per symbol and the overhead over the

@@ -1,6 +1,6 @@
 """Throughput of bac_ref.vbq.quantize (SPEC.md §5.2): 10^6 latents at max_depth 10.
 
-    python -m bac_ref.benchmarks.bench_vbq [--n 1000000] [--repeat 3]
+    python -m bac_ref.bench.bench_vbq [--n 1000000] [--repeat 3]
 
 Prints the best-of-``repeat`` wall time for: the N(0,1) prior; a 128-channel
 Gaussian prior on latents shaped (128, H, W); the same with a second-pass

@@ -2,9 +2,9 @@ r"""Word-embedding compression benchmark: ``bac-ref embeddings`` (the paper's §
 
 Question: how many bits per dimension does a compressed embedding matrix need
 to keep its word-analogy quality?  One Bayesian skip-gram model
-(:mod:`bac_ref.skipgram`: posterior means mu and stds sigma, V x D) is
+(:mod:`bac_ref.embeddings.skipgram`: posterior means mu and stds sigma, V x D) is
 compressed by every method below; each reconstruction is scored with 3CosAdd
-(:mod:`bac_ref.analogy`: top-1, Hits@10, MRR).  All sizes are real bytes::
+(:mod:`bac_ref.embeddings.analogy`: top-1, Hits@10, MRR).  All sizes are real bytes::
 
     method              quantizer                               code (bits per dimension = 8 bytes / (V D))
     VBQ                 VBQ under N(0, s^2), s = RMS(mu)          .bacw file (SPEC.md §13: §9 adaptive model)
@@ -36,9 +36,9 @@ import time
 
 import numpy as np
 
-from . import analogy, embedding_codec
-from .baselines import ChannelEntropyModel, KMeansQuantizer, UniformQuantizer
-from .errors import ModelFileError
+from . import analogy, bacw as embedding_codec
+from ..bench.baselines import ChannelEntropyModel, KMeansQuantizer, UniformQuantizer
+from ..errors import ModelFileError
 
 DEFAULT_MODEL = "skipgram-d100.npz"
 DEFAULT_LAMBDAS = tuple(float(x) for x in 2.0 ** np.arange(-10, 8, 1.0))   # 2^-10 .. 2^7
@@ -59,8 +59,8 @@ def load_embeddings(path: str | None = None):
     (:func:`bac_ref.model.resolve_model_path`); None means the shipped
     ``skipgram-d100.npz``.  The file's sha256 is checked against its folder's manifest.
     """
-    from .model import _check_manifest, resolve_model_path
-    from .weights import sha256_file
+    from ..model import _check_manifest, resolve_model_path
+    from ..weights import sha256_file
     path = resolve_model_path(DEFAULT_MODEL if path is None else path)
     try:
         _check_manifest(path, os.path.getsize(path), sha256_file(path))
@@ -299,7 +299,7 @@ def add_arguments(p) -> None:
 
 
 def cmd_embeddings(args) -> int:
-    from .entry import require_file
+    from ..entry import require_file
     require_file(args.questions, "analogy questions (--questions; Mikolov's questions-words.txt)")
     words, mu, sigma, meta = load_embeddings(args.model)
     questions = analogy.load_questions(args.questions, words)
@@ -327,7 +327,7 @@ def cmd_embeddings(args) -> int:
 # ---------------------------------------------------------------------------
 def model_card(path: str) -> str:
     """Markdown card of an embedding file, from its arrays and metadata."""
-    from .weights import sha256_file
+    from ..weights import sha256_file
     words, mu, sigma, meta = load_embeddings(path)
     st = meta.get("settings", {})
     hist = meta.get("history", [])
@@ -335,7 +335,7 @@ def model_card(path: str) -> str:
     size = os.path.getsize(path)
     lines = [
         f"# Model card: {os.path.basename(path)}", "",
-        "* Model: Bayesian skip-gram with negative sampling (`bac_ref/skipgram.py`): mean-field "
+        "* Model: Bayesian skip-gram with negative sampling (`bac_ref/embeddings/skipgram.py`): mean-field "
         "Gaussian posteriors over word and context vectors, N(0, s^2) priors with learned s, "
         "one reparameterised sample per occurrence, Adam (Barkan 2017; Bamler & Mandt 2017; "
         "the VBQ paper's §5.2).",
@@ -367,14 +367,14 @@ def model_card(path: str) -> str:
                      f"{h.get('top1', float('nan')):.4f} | {h.get('hits10', float('nan')):.4f} | "
                      f"{h.get('mrr', float('nan')):.4f} |")
     lines += ["", "Reproduce (about 4 minutes per epoch on one CPU core):", "",
-              "    python -m bac_ref.skipgram --out pretrained_npz/skipgram-d100.npz",
+              "    python -m bac_ref.embeddings.skipgram --out pretrained_npz/skipgram-d100.npz",
               "    bac-ref embeddings --out results/embeddings", ""]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     import argparse
-    ap = argparse.ArgumentParser(prog="python -m bac_ref.embeddings",
+    ap = argparse.ArgumentParser(prog="python -m bac_ref.embeddings.benchmark",
                                  description="write the model card of an embedding file")
     ap.add_argument("--card", required=True, metavar="NPZ")
     ap.add_argument("--out", help="Markdown file (default: print)")

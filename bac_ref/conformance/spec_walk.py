@@ -9,7 +9,7 @@ here is used to encode or decode files; it serves the conformance suite:
   ``choose`` callback for each step's symbol, given the step's 24-bit table.
   Replaying known symbols, decoding with another range decoder (the tests use
   constriction) or steering an encoder into long carry chains (vector
-  generation, :mod:`bac_ref.conformance_generate`) are all a choice of
+  generation, :mod:`bac_ref.conformance.generate`) are all a choice of
   ``choose``.
 * :func:`coding_steps` lists every (table, symbol) step of the payload of
   given symbols (:func:`cost_by_kind` sums their ideal bits by what they
@@ -42,7 +42,7 @@ import math
 
 import numpy as np
 
-from .intmodels import cdf_from_counts
+from ..intmodels import cdf_from_counts
 
 __all__ = [
     "TOTAL", "MASK32", "MASK64", "K_TREE", "INCREMENT", "LIMIT", "DEPTH_REFRESH",

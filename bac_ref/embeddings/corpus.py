@@ -1,4 +1,4 @@
-r"""Text corpus -> vocabulary -> skip-gram pairs (NumPy; the data side of :mod:`bac_ref.skipgram`).
+r"""Text corpus -> vocabulary -> skip-gram pairs (NumPy; the data side of :mod:`bac_ref.embeddings.skipgram`).
 
 The word-embedding experiment of the VBQ paper (Yang, Bamler & Mandt 2020, §5.2)
 compresses Bayesian skip-gram embeddings.  This module turns a text file into

@@ -3,7 +3,7 @@
 Not part of the codec.  A prior reaches the coder only as per-channel
 quantile tables Q_c[0..2^K] (SPEC.md §4.2, :class:`bac_ref.priors.QuantilePrior`);
 this module computes such tables from samples of posterior means, once, when
-a model is released (``bac_ref.release``).  Nothing here needs to be
+a model is released (``bac_ref.training.release``).  Nothing here needs to be
 bit-exact: any table that meets the condition of SPEC.md §4.2 is a valid
 prior, and the fitted one is stored, not refitted, by every decoder.
 
@@ -21,7 +21,7 @@ import json
 
 import numpy as np
 
-from .priors import QuantilePrior, enforce_gaps, gaussian
+from ..priors import QuantilePrior, enforce_gaps, gaussian
 
 __all__ = ["fit_gaussian", "fit_empirical_prior"]
 
@@ -262,7 +262,7 @@ def fit_empirical_prior(samples, axis: int = 0, method: str = "kde", table_bits:
     per channel (median, robust spread) before fitting; at most ``max_samples`` per
     channel are used (default 50,000 for "kde", 2,000 for "balle2018"; an evenly strided
     subset of the sorted samples, deterministic).  K = 8 is the default: on held-out
-    latents K = 8, 10 and 12 gave rates within 0.15 % (bac_ref/benchmarks/compare_empirical_priors.py)
+    latents K = 8, 10 and 12 gave rates within 0.15 % (bac_ref/bench/compare_empirical_priors.py)
     and K = 8 keeps the table at 257 float64 per channel.
     """
     if method not in ("kde", "balle2018"):

@@ -49,18 +49,18 @@ split with :func:`shlex.split` (no shell) and run with a timeout per case.
 
 The conformance code is split into five modules:
 
-* :mod:`bac_ref.conformance` (this one): the runner, :func:`check`, which
+* :mod:`bac_ref.conformance.runner` (this one): the runner, :func:`check`, which
   checks bac_ref itself or a ``--decoder``/``--encoder`` command against the
   vectors; hostile-input fuzzing, :func:`fuzz`; and the command line,
   :func:`main` (also ``bac-ref conform``).
-* :mod:`bac_ref.conformance_cases`: what runners and generator share (the
+* :mod:`bac_ref.conformance.cases`: what runners and generator share (the
   layout's constants, deterministic .npz/JSON files, the encoders of array and
   coder cases, :class:`CaseFailure` and running an external command).
-* :mod:`bac_ref.conformance_generate`: :func:`generate`, which writes the
+* :mod:`bac_ref.conformance.generate`: :func:`generate`, which writes the
   vectors (only with ``BAC_REF_REGENERATE_VECTORS=1``).
-* :mod:`bac_ref.conformance_bacw`: the golden vectors of the .bacw container
+* :mod:`bac_ref.conformance.bacw`: the golden vectors of the .bacw container
   (SPEC.md §13), their generator and their runner (``--bacw``).
-* :mod:`bac_ref.spec_entropy_model`: :func:`walk_symbols` / :func:`coding_steps`
+* :mod:`bac_ref.conformance.spec_walk`: :func:`walk_symbols` / :func:`coding_steps`
   re-derive, from the text of SPEC.md §9 alone, every coding step (the 24-bit
   table and the symbol) of a payload: the tests use them to decode every vector
   with constriction as an independent range decoder, and generation uses them
@@ -84,15 +84,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bitstream, codec, conformance_bacw, entropy_model, priors
-from .conformance_cases import (
+from .. import bitstream, codec, entropy_model, priors
+from . import bacw as conformance_bacw
+from .cases import (
     DEFAULT_VECTORS, FORMAT, PIXEL_OFF_BY_ONE_SHARE, PIXEL_TOLERANCE, REGENERATE_CMD,
-    REGENERATE_ENV, CaseFailure, _header_dict, _run_command, _sha256, _tail,
-    check_golden_coder, decode_coder_case, encode_arrays, encode_coder_case, read_npz,
-)
-from .conformance_generate import _synthetic, generate, generate_all
-from .errors import BitstreamError, ModelFileError
-from .imageio import decode_png
+    REGENERATE_ENV, CaseFailure, _header_dict, _run_command, _sha256, _tail, check_golden_coder,
+    decode_coder_case, encode_arrays, encode_coder_case, read_npz)
+from .generate import _synthetic, generate, generate_all
+from ..errors import BitstreamError, ModelFileError
+from ..imageio import decode_png
 
 __all__ = ["DEFAULT_VECTORS", "REGENERATE_ENV", "FORMAT", "check", "case_model", "generate",
            "generate_all", "encode_arrays", "read_npz", "fuzz", "main"]
@@ -586,7 +586,7 @@ def _fuzz_entropy_decode(rnd: random.Random) -> str:
 
 def tiny_model_bytes(n: int = 4, m: int = 2, seed: int = 0) -> bytes:
     """A small valid model file (SPEC.md §6) with a Gaussian coding prior, as .npz bytes."""
-    from .weights import PARAM_LAYOUT
+    from ..weights import PARAM_LAYOUT
     rng = np.random.default_rng(seed)
     arrays = {}
     for name, shape_of in PARAM_LAYOUT.items():
@@ -611,7 +611,7 @@ _TINY_MODEL = []
 
 def _fuzz_model_file(rnd: random.Random) -> str:
     """A mutated model file: ModelFileError, or a model whose prior also loads cleanly."""
-    from .model import load_model
+    from ..model import load_model
     if not _TINY_MODEL:
         _TINY_MODEL.append(tiny_model_bytes())
     b = bytearray(_TINY_MODEL[0])

@@ -1,6 +1,6 @@
 """Kodak figures of the model itself, before any quantization (model card figures).
 
-    python -m bac_ref.benchmarks.eval_model [--model PATH] [--kodak DIR]
+    python -m bac_ref.bench.eval_model [--model PATH] [--kodak DIR]
 
 Per image and averaged over Kodak:
 

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import embedding_codec
-from .conformance_cases import CaseFailure, _run_command, _tail, data_dir
-from .errors import BitstreamError
+from ..embeddings import bacw as embedding_codec
+from .cases import CaseFailure, _run_command, _tail, data_dir
+from ..errors import BitstreamError
 
 __all__ = ["DEFAULT_FOLDER", "valid_cases", "reject_cases", "generate", "check"]
 
@@ -214,7 +214,7 @@ def _check_case(name, entry, case: Path, decoder, encoder, timeout):
 def check(folder=DEFAULT_FOLDER, decoder=None, encoder=None, timeout=DEFAULT_TIMEOUT,
           report=print, cases=None) -> dict:
     """Run every .bacw case; returns {"passed", "failed", "skipped", "results"} like
-    :func:`bac_ref.conformance.check`.  Without commands, bac_ref itself is checked;
+    :func:`bac_ref.conformance.runner.check`.  Without commands, bac_ref itself is checked;
     ``cases``: only these case names."""
     folder = Path(folder)
     ipath = folder / "index.json"
