@@ -606,11 +606,11 @@ class Decoder:
         table, starts, masses, shift, lo, hi, only, _ = _prepare(cdf)
         consume = self.consume
         find = bisect_right
-        q = self._q
+        q, total = self._q, TOTAL
         out = []
         emit = out.append
         for _ in repeat(None, n):
-            if q >= TOTAL:                            # invalid data (SPEC.md §2.8)
+            if q >= total:                            # invalid data (SPEC.md §2.8)
                 _invalid_quantile(self._pos, q)
             s = only[q >> shift]                      # q's bucket holds one symbol, or -1
             if s < 0:
@@ -630,16 +630,16 @@ class Decoder:
         add = entries.append
         for cdf in cdfs:
             entry = prepared.get(id(cdf))
-            if entry is None:
-                entry = prepared[id(cdf)] = _prepare(cdf)
+            if entry is None:                        # a plain tuple unpacks faster
+                entry = prepared[id(cdf)] = tuple(_prepare(cdf))
             add(entry)
         consume = self.consume
         find = bisect_right
-        q = self._q
+        q, total = self._q, TOTAL
         out = []
         emit = out.append
-        for table, starts, masses, shift, lo, hi, only, _ in entries:
-            if q >= TOTAL:                            # invalid data (SPEC.md §2.8)
+        for table, starts, masses, shift, lo, hi, only, _ in entries:     # as in decode_many
+            if q >= total:                            # invalid data (SPEC.md §2.8)
                 _invalid_quantile(self._pos, q)
             s = only[q >> shift]                      # q's bucket holds one symbol, or -1
             if s < 0:
@@ -663,11 +663,11 @@ class Decoder:
         shift = PRECISION - bits
         mass = 1 << shift
         consume = self.consume
-        q = self._q
+        q, total = self._q, TOTAL
         out = []
         emit = out.append
         for _ in repeat(None, n):
-            if q >= TOTAL:                            # invalid data (SPEC.md §2.8)
+            if q >= total:                            # invalid data (SPEC.md §2.8)
                 _invalid_quantile(self._pos, q)
             value = q >> shift
             q = consume(value << shift, mass)
