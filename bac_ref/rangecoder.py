@@ -508,13 +508,13 @@ class Decoder:
     word, so decoding always terminates.
     """
 
-    __slots__ = ("_words", "_pos", "_diff", "_range", "_q")
+    __slots__ = ("_words", "_pos", "_diff", "_range", "_scale", "_q")
 
     def __init__(self, data):
         # point = the first two words (missing words read as 0); lower = 0.
         # Invariant after each decoded symbol: 0 <= d = point - lower < range,
         # 2^32 <= range < 2^64.  Before the first one only 0 <= d < 2^64.
-        # q = d // (range >> 24) always belongs to the current state.
+        # scale = range >> 24 and q = d // scale always belong to the current state.
         words = bytes_to_words(data)
         self._words = words
         first = words[0] if len(words) > 0 else 0
@@ -522,7 +522,8 @@ class Decoder:
         self._diff = (first << WORD_BITS) | second
         self._pos = 2                      # index of the next word to read
         self._range = INITIAL_RANGE
-        self._q = self._diff // (INITIAL_RANGE >> PRECISION)    # as consume() computes it
+        self._scale = INITIAL_RANGE >> PRECISION           # as consume() computes them
+        self._q = self._diff // self._scale
 
     # -- the two halves of every step (SPEC.md §2.7) --------------------------
 
@@ -551,7 +552,7 @@ class Decoder:
         may be >= 2^24 when no symbol follows): callers either ignore it and
         call ``quantile()``, or check ``q >= 2^24`` themselves before using it.
         """
-        scale = self._range >> PRECISION
+        scale = self._scale                       # = range >> 24
         diff = self._diff - scale * start
         range_ = scale * mass
         if range_ < RANGE_MIN:                    # renormalise: read one word
@@ -565,7 +566,8 @@ class Decoder:
                     f"(consume({start}, {mass}) does not hold the quantile)")
         self._diff = diff
         self._range = range_
-        self._q = q = diff // (range_ >> PRECISION)      # the next step's quantile
+        self._scale = scale = range_ >> PRECISION        # the next step's scale
+        self._q = q = diff // scale                       # ... and quantile
         return q
 
     # -- symbols from tables, through quantile() and consume() ----------------
