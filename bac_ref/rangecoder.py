@@ -169,10 +169,13 @@ def _propagate_carry(words):
 class _Prepared(NamedTuple):
     """A checked table with the lists the hot loops index (SPEC.md §3.1).
 
-    ``starts[s]`` = cdf[s] and ``masses[s]`` = cdf[s+1] - cdf[s].  For
+    ``starts[s]`` = cdf[s] and ``masses[s]`` = cdf[s+1] - cdf[s];
+    ``intervals[s]`` = (starts[s], masses[s]) for the encoder.  For
     decoding, a coarse index narrows the binary search: the quantile q lies
-    in bucket b = q >> shift, and the symbol containing q is found by
-    bisecting ``table`` between ``lo[b]`` and ``hi[b]`` only.
+    in bucket b = q >> shift; ``only[b]`` is the symbol when the whole bucket
+    lies inside one symbol (no search at all), else -1, and then the symbol
+    containing q is found by bisecting ``table`` between ``lo[b]`` and
+    ``hi[b]`` only.
     """
     table: CheckedCDF
     starts: list
@@ -180,6 +183,8 @@ class _Prepared(NamedTuple):
     shift: int
     lo: list
     hi: list
+    only: list
+    intervals: list
 
 
 _INDEX_MAX_BITS = 12        # at most 2^12 buckets per table
@@ -205,7 +210,9 @@ def _prepare(cdf) -> _Prepared:
     # quantiles belong to symbols first[b] .. first[b + 1].
     first = [bisect_right(table, b << shift) - 1 for b in range(1 << bucket_bits)] + [n - 1]
     entry = _Prepared(table, list(table[:-1]), [b - a for a, b in zip(table, table[1:])],
-                      shift, [f + 1 for f in first[:-1]], [f + 1 for f in first[1:]])
+                      shift, [f + 1 for f in first[:-1]], [f + 1 for f in first[1:]],
+                      [f if f == g else -1 for f, g in zip(first, first[1:])],
+                      [(a, b - a) for a, b in zip(table, table[1:])])
     if type(cdf) is CheckedCDF:
         if len(_prepared_cache) >= 256:
             _prepared_cache.clear()
@@ -303,7 +310,7 @@ class Encoder:
         if type(symbol) is not int or not 0 <= symbol < len(cdf) - 1:
             symbol = _as_symbol(symbol, len(cdf) - 1)
         start = cdf[symbol]
-        self._code_intervals((start,), (cdf[symbol + 1] - start,))
+        self._code_intervals(((start, cdf[symbol + 1] - start),))
 
     def encode_uniform(self, value: int, bits: int) -> None:
         """Encode 0 <= value < 2^bits uniformly, 0 <= bits <= 24 (SPEC.md §2.9).
@@ -321,25 +328,25 @@ class Encoder:
         if bits == 0:
             return
         shift = PRECISION - bits
-        self._code_intervals((value << shift,), (1 << shift,))
+        self._code_intervals(((value << shift, 1 << shift),))
 
     def encode_many(self, symbols, cdf) -> None:
         """Encode every symbol in ``symbols`` with the same table ``cdf``.
 
         Invariant before and after: 0 <= lower < 2^64, 2^32 <= range < 2^64.
         """
-        table, starts, masses = _prepare(cdf)[:3]
+        entry = _prepare(cdf)
         symbols = _symbol_list(symbols)
-        n = len(table) - 1
+        n = len(entry.table) - 1
         if symbols and (min(symbols) < 0 or max(symbols) >= n):
             bad = next(s for s in symbols if not 0 <= s < n)
             raise ValueError(f"symbol {bad} is outside the table's alphabet 0..{n - 1}")
+        intervals = entry.intervals
         try:
-            interval_starts = [starts[s] for s in symbols]
-            interval_masses = [masses[s] for s in symbols]
+            chosen = [intervals[s] for s in symbols]
         except TypeError:
             raise TypeError("symbols must be ints") from None
-        self._code_intervals(interval_starts, interval_masses)
+        self._code_intervals(chosen)
 
     def encode_sequence(self, symbols, cdfs) -> None:
         """Encode symbols[i] with table cdfs[i] for every i.
@@ -352,23 +359,19 @@ class Encoder:
         if len(symbols) != len(cdfs):
             raise ValueError(f"{len(symbols)} symbols but {len(cdfs)} tables")
         prepared = {}
-        interval_starts = []
-        interval_masses = []
-        add_start = interval_starts.append
-        add_mass = interval_masses.append
+        chosen = []
+        add = chosen.append
         for i, (s, cdf) in enumerate(zip(symbols, cdfs)):
-            entry = prepared.get(id(cdf))
-            if entry is None:
-                entry = prepared[id(cdf)] = _prepare(cdf)
-            starts = entry.starts
-            if type(s) is not int or not 0 <= s < len(starts):
+            intervals = prepared.get(id(cdf))
+            if intervals is None:
+                intervals = prepared[id(cdf)] = _prepare(cdf).intervals
+            if type(s) is not int or not 0 <= s < len(intervals):
                 try:
-                    s = _as_symbol(s, len(starts))
+                    s = _as_symbol(s, len(intervals))
                 except (TypeError, ValueError) as exc:
                     raise type(exc)(f"symbols[{i}]: {exc}") from None
-            add_start(starts[s])
-            add_mass(entry.masses[s])
-        self._code_intervals(interval_starts, interval_masses)
+            add(intervals[s])
+        self._code_intervals(chosen)
 
     def encode_intervals(self, starts, masses) -> None:
         """Code the intervals [starts[i], starts[i] + masses[i]) of 2^24 in order.
@@ -385,7 +388,7 @@ class Encoder:
         if starts and (min(starts) < 0 or min(masses) < 1
                        or max(s + m for s, m in zip(starts, masses)) > TOTAL):
             raise ValueError("every interval must satisfy 0 <= start < start + mass <= 2^24")
-        self._code_intervals(starts, masses)
+        self._code_intervals(zip(starts, masses))
 
     def encode_uniform_many(self, values, bits: int) -> None:
         """Encode every value in ``values`` with ``encode_uniform(value, bits)``.
@@ -400,10 +403,13 @@ class Encoder:
         if bits == 0:
             return
         shift = PRECISION - bits
-        self._code_intervals([v << shift for v in values], [1 << shift] * len(values))
+        self._code_intervals(zip([v << shift for v in values], repeat(1 << shift)))
 
-    def _code_intervals(self, starts, masses):
+    def _code_intervals(self, intervals):
         """Code the intervals [start, start + mass) of 2^24 in order (SPEC.md §2.2-§2.4).
+
+        ``intervals`` yields (start, mass) pairs; a single symbol passes a
+        1-tuple of one pair (cheaper than ``zip`` for one pair).
 
         The only place this class does §2's arithmetic; every encode method
         ends here.  Requires 0 <= start < start + mass <= 2^24 (checked by
@@ -417,30 +423,30 @@ class Encoder:
         Invariant before and after: 0 <= lower < 2^64, 2^32 <= range < 2^64
         (checked at the end of the call; with ``checked`` after every interval).
         """
-        if self.checked and len(starts) > 1:
-            for start, mass in zip(starts, masses):
-                self._code_intervals((start,), (mass,))
-            return
+        if self.checked:
+            intervals = list(intervals)
+            if len(intervals) > 1:
+                for pair in intervals:
+                    self._code_intervals((pair,))
+                return
         words = self._words
-        write = words.append
-        carry = _propagate_carry
         lower = self._lower
         range_ = self._range
-        state_mask, state_one, range_min, word_mask = STATE_MASK, STATE_ONE, RANGE_MIN, WORD_MASK
-        for start, mass in zip(starts, masses):
-            scale = range_ >> 24                  # PRECISION
+        for start, mass in intervals:
+            scale = range_ >> PRECISION
             lower += scale * start
             range_ = scale * mass
-            if lower > state_mask:                # carry (SPEC.md §2.4)
-                lower -= state_one
-                carry(words)
-            if range_ < range_min:                # renormalise (SPEC.md §2.3)
-                write(lower >> 32)                # WORD_BITS
-                lower = (lower & word_mask) << 32
-                range_ <<= 32
+            if lower > STATE_MASK:                # carry (SPEC.md §2.4)
+                lower -= STATE_ONE
+                _propagate_carry(words)
+            if range_ < RANGE_MIN:                # renormalise (SPEC.md §2.3)
+                words.append(lower >> WORD_BITS)
+                lower = (lower & WORD_MASK) << WORD_BITS
+                range_ <<= WORD_BITS
         self._lower = lower
         self._range = range_
-        _check_encoder_state(lower, range_)
+        if not (0 <= lower <= STATE_MASK and RANGE_MIN <= range_ <= STATE_MASK):
+            _check_encoder_state(lower, range_)   # raises
 
     # -- sealing (SPEC.md §2.5) ---------------------------------------------
 
@@ -478,19 +484,21 @@ class Decoder:
     """Incremental range decoder (SPEC.md §2.7, §2.8).
 
     ``Decoder(data)`` takes the payload bytes.  Every decoding step is the
-    same two halves, and they are the only place this class does §2.7's
-    arithmetic:
+    same two halves:
 
     * ``quantile()``: q = (point - lower) // scale, the 24-bit position of the
       point inside the current interval (``BitstreamError`` if q >= 2^24);
     * ``consume(start, mass)``: the model has found the interval
-      [start, start + mass) that holds q; narrow the state to it and
-      renormalise.
+      [start, start + mass) that holds q; narrow the state to it,
+      renormalise, and compute the next step's q.
 
-    An adaptive model (``intmodels.AdaptiveModel.decode``, the §9 entropy
-    model) calls the two directly.  ``decode(cdf)``, ``decode_uniform(bits)``,
+    ``consume()`` is the only place this class does §2.7's arithmetic
+    (``quantile()`` returns the q it left, after the §2.8 check).  An
+    adaptive model (``intmodels.AdaptiveModel.decode``, the §9 entropy model)
+    calls the two directly.  ``decode(cdf)``, ``decode_uniform(bits)``,
     ``decode_many(n, cdf)`` and ``decode_sequence(cdfs)`` mirror the encoder
-    through them.  ``check_end()`` verifies that the payload is exactly what
+    through them; their loops call ``consume`` once per symbol and use the q
+    it returns.  ``check_end()`` verifies that the payload is exactly what
     the encoder writes for the symbols decoded so far (no trailing or
     altered words).
 
@@ -500,12 +508,13 @@ class Decoder:
     word, so decoding always terminates.
     """
 
-    __slots__ = ("_words", "_pos", "_diff", "_range")
+    __slots__ = ("_words", "_pos", "_diff", "_range", "_scale", "_q")
 
     def __init__(self, data):
         # point = the first two words (missing words read as 0); lower = 0.
         # Invariant after each decoded symbol: 0 <= d = point - lower < range,
         # 2^32 <= range < 2^64.  Before the first one only 0 <= d < 2^64.
+        # scale = range >> 24 and q = d // scale always belong to the current state.
         words = bytes_to_words(data)
         self._words = words
         first = words[0] if len(words) > 0 else 0
@@ -513,30 +522,37 @@ class Decoder:
         self._diff = (first << WORD_BITS) | second
         self._pos = 2                      # index of the next word to read
         self._range = INITIAL_RANGE
+        self._scale = INITIAL_RANGE >> PRECISION           # as consume() computes them
+        self._q = self._diff // self._scale
 
     # -- the two halves of every step (SPEC.md §2.7) --------------------------
 
     def quantile(self) -> int:
         """The 24-bit quantile q of the next step, without consuming it.
 
-        q = (point - lower) // scale with scale = range >> 24.  The model finds
-        the interval [start, start + mass) that holds q and then calls
+        q = (point - lower) // scale with scale = range >> 24 (computed by the
+        previous ``consume``).  The model finds the interval
+        [start, start + mass) that holds q and then calls
         ``consume(start, mass)``.  BitstreamError if q >= 2^24 (SPEC.md §2.8).
         """
-        q = self._diff // (self._range >> PRECISION)
+        q = self._q
         if q >= TOTAL:
             _invalid_quantile(self._pos, q)
         return q
 
-    def consume(self, start: int, mass: int) -> None:
+    def consume(self, start: int, mass: int) -> int:
         """Remove the interval [start, start + mass) found for ``quantile()``.
 
         The caller guarantees start <= quantile() < start + mass <= 2^24.
         Invariant after: 0 <= point - lower < range, 2^32 <= range < 2^64
         (range >= 2^32 holds by construction: scale >= 2^8, mass >= 1, and a
         range below 2^32 is shifted up by one word).
+
+        Returns the next step's quantile q, NOT yet checked against §2.8 (it
+        may be >= 2^24 when no symbol follows): callers either ignore it and
+        call ``quantile()``, or check ``q >= 2^24`` themselves before using it.
         """
-        scale = self._range >> PRECISION
+        scale = self._scale                       # = range >> 24
         diff = self._diff - scale * start
         range_ = scale * mass
         if range_ < RANGE_MIN:                    # renormalise: read one word
@@ -550,6 +566,9 @@ class Decoder:
                     f"(consume({start}, {mass}) does not hold the quantile)")
         self._diff = diff
         self._range = range_
+        self._scale = scale = range_ >> PRECISION        # the next step's scale
+        self._q = q = diff // scale                       # ... and quantile
+        return q
 
     # -- symbols from tables, through quantile() and consume() ----------------
 
@@ -560,8 +579,7 @@ class Decoder:
         """
         if type(cdf) is not CheckedCDF:
             cdf = check_cdf(cdf)
-        q = self.quantile()
-        symbol = bisect_right(cdf, q) - 1          # cdf[symbol] <= q < cdf[symbol + 1]
+        symbol = bisect_right(cdf, self.quantile()) - 1     # cdf[symbol] <= q < cdf[symbol + 1]
         start = cdf[symbol]
         self.consume(start, cdf[symbol + 1] - start)
         return symbol
@@ -587,7 +605,22 @@ class Decoder:
         n = operator.index(n)
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        return self._decode_prepared(repeat(_prepare(cdf), n))
+        table, starts, masses, shift, lo, hi, only, _ = _prepare(cdf)
+        consume = self.consume
+        find = bisect_right
+        q, total = self._q, TOTAL
+        out = []
+        emit = out.append
+        for _ in repeat(None, n):
+            if q >= total:                            # invalid data (SPEC.md §2.8)
+                _invalid_quantile(self._pos, q)
+            s = only[q >> shift]                      # q's bucket holds one symbol, or -1
+            if s < 0:
+                b = q >> shift
+                s = find(table, q, lo[b], hi[b]) - 1  # table[s] <= q < table[s + 1]
+            q = consume(starts[s], masses[s])
+            emit(s)
+        return out
 
     def decode_sequence(self, cdfs) -> list:
         """Decode one symbol per table in ``cdfs`` (mirror of ``encode_sequence``).
@@ -599,10 +632,24 @@ class Decoder:
         add = entries.append
         for cdf in cdfs:
             entry = prepared.get(id(cdf))
-            if entry is None:
-                entry = prepared[id(cdf)] = _prepare(cdf)
+            if entry is None:                        # a plain tuple unpacks faster
+                entry = prepared[id(cdf)] = tuple(_prepare(cdf))
             add(entry)
-        return self._decode_prepared(entries)
+        consume = self.consume
+        find = bisect_right
+        q, total = self._q, TOTAL
+        out = []
+        emit = out.append
+        for table, starts, masses, shift, lo, hi, only, _ in entries:     # as in decode_many
+            if q >= total:                            # invalid data (SPEC.md §2.8)
+                _invalid_quantile(self._pos, q)
+            s = only[q >> shift]                      # q's bucket holds one symbol, or -1
+            if s < 0:
+                b = q >> shift
+                s = find(table, q, lo[b], hi[b]) - 1  # table[s] <= q < table[s + 1]
+            q = consume(starts[s], masses[s])
+            emit(s)
+        return out
 
     def decode_uniform_many(self, n: int, bits: int) -> list:
         """Decode ``n`` values coded with ``encode_uniform(value, bits)``.
@@ -617,31 +664,16 @@ class Decoder:
             return [0] * n
         shift = PRECISION - bits
         mass = 1 << shift
-        quantile, consume = self.quantile, self.consume
+        consume = self.consume
+        q, total = self._q, TOTAL
         out = []
         emit = out.append
-        for _ in range(n):
-            value = quantile() >> shift
-            consume(value << shift, mass)
+        for _ in repeat(None, n):
+            if q >= total:                            # invalid data (SPEC.md §2.8)
+                _invalid_quantile(self._pos, q)
+            value = q >> shift
+            q = consume(value << shift, mass)
             emit(value)
-        return out
-
-    def _decode_prepared(self, entries):
-        """One symbol per ``_Prepared`` table in ``entries``: quantile, look up, consume.
-
-        The coarse index narrows the binary search to the symbols of q's
-        bucket (see ``_Prepared``).
-        """
-        quantile, consume = self.quantile, self.consume
-        find = bisect_right
-        out = []
-        emit = out.append
-        for table, starts, masses, shift, lo, hi in entries:
-            q = quantile()
-            b = q >> shift
-            s = find(table, q, lo[b], hi[b]) - 1      # table[s] <= q < table[s + 1]
-            consume(starts[s], masses[s])
-            emit(s)
         return out
 
     def check_end(self) -> None:
