@@ -169,12 +169,17 @@ def decompress(data: bytes, model=None, max_pixels: int = MAX_DECODE_PIXELS) -> 
     return decompress_details(data, model, max_pixels=max_pixels).pixels
 
 
-def _check_options(lam, bpp, psnr, max_depth):
-    if sum(v is not None for v in (lam, bpp, psnr)) != 1:
-        raise ValueError("give exactly one of lam=, bpp= or psnr=")
+def _check_max_depth(max_depth) -> int:
     if not (isinstance(max_depth, (int, np.integer)) and not isinstance(max_depth, bool)
             and 1 <= max_depth <= bitstream.MAX_DEPTH_LIMIT):
         raise ValueError(f"max_depth must be an integer in 1..{bitstream.MAX_DEPTH_LIMIT}")
+    return int(max_depth)
+
+
+def _check_options(lam, bpp, psnr, max_depth):
+    if sum(v is not None for v in (lam, bpp, psnr)) != 1:
+        raise ValueError("give exactly one of lam=, bpp= or psnr=")
+    _check_max_depth(max_depth)
     if lam is not None:
         arr = np.asarray(lam, dtype=np.float64)
         if arr.size == 0 or not np.all(np.isfinite(arr)) or arr.min() < 0:
@@ -335,9 +340,7 @@ class Encoder:
                 and self.height * self.width <= bitstream.MAX_PIXELS):
             raise ValueError(f"image of {self.height}x{self.width} pixels is larger than "
                              f"the format allows (SPEC.md §8)")
-        if not (isinstance(max_depth, (int, np.integer)) and 1 <= max_depth <= bitstream.MAX_DEPTH_LIMIT):
-            raise ValueError(f"max_depth must be an integer in 1..{bitstream.MAX_DEPTH_LIMIT}")
-        self.max_depth = int(max_depth)
+        self.max_depth = _check_max_depth(max_depth)
         self.prior = model_prior(self.model)
         report = None
         if progress is not None:
@@ -365,9 +368,7 @@ class Encoder:
         self.model = get_model(model)
         self.source, self.grey = None, bool(grey)
         self.height, self.width = int(height), int(width)
-        if not (isinstance(max_depth, (int, np.integer)) and 1 <= max_depth <= bitstream.MAX_DEPTH_LIMIT):
-            raise ValueError(f"max_depth must be an integer in 1..{bitstream.MAX_DEPTH_LIMIT}")
-        self.max_depth = int(max_depth)
+        self.max_depth = _check_max_depth(max_depth)
         mu = np.asarray(mu, dtype=np.float64)
         sigma = np.asarray(sigma, dtype=np.float64)
         if mu.ndim != 3 or mu.shape[0] != self.model.M:
