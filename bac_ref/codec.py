@@ -176,14 +176,18 @@ def _check_max_depth(max_depth) -> int:
     return int(max_depth)
 
 
+def _check_lam(lam) -> None:
+    arr = np.asarray(lam, dtype=np.float64)
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or arr.min() < 0:
+        raise ValueError(f"lambda must be finite and >= 0 (got {lam!r})")
+
+
 def _check_options(lam, bpp, psnr, max_depth):
     if sum(v is not None for v in (lam, bpp, psnr)) != 1:
         raise ValueError("give exactly one of lam=, bpp= or psnr=")
     _check_max_depth(max_depth)
     if lam is not None:
-        arr = np.asarray(lam, dtype=np.float64)
-        if arr.size == 0 or not np.all(np.isfinite(arr)) or arr.min() < 0:
-            raise ValueError(f"lambda must be finite and >= 0 (got {lam!r})")
+        _check_lam(lam)
     if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):
         raise ValueError(f"bpp must be a positive number (got {bpp!r})")
     if psnr is not None and not (psnr > 0 and math.isfinite(psnr)):
@@ -373,6 +377,8 @@ class Encoder:
         sigma = np.asarray(sigma, dtype=np.float64)
         if mu.ndim != 3 or mu.shape[0] != self.model.M:
             raise ValueError(f"mu must be (M, h, w) with M = {self.model.M}, got {mu.shape}")
+        if sigma.shape != mu.shape:
+            raise ValueError(f"sigma {sigma.shape} must have mu's shape {mu.shape}")
         if mu.shape[1:] != (-(-self.height // 16), -(-self.width // 16)):
             raise ValueError(f"mu {mu.shape} does not match an image of "
                              f"{self.height}x{self.width}")
@@ -412,6 +418,7 @@ class Encoder:
         Runs on groups of channels (every rule of §5 is per latent or per channel, so the
         result is the same as on all channels at once; a group bounds the memory).
         """
+        _check_lam(lam)
         lam_arr = np.asarray(lam, dtype=np.float64)
         if lam_arr.ndim:
             lam_arr = np.broadcast_to(lam_arr, self.mu.shape)             # (M, h, w)
@@ -458,6 +465,7 @@ class Encoder:
 
     def encode(self, lam, second_pass: bool = True, q: vbq.Quantized | None = None) -> Encoded:
         """VBQ at ``lam`` (or the given symbols ``q``), then the entropy model and the header."""
+        _check_lam(lam)
         lam_arr = np.asarray(lam, dtype=np.float64)
         t0 = time.perf_counter()
         if q is None:

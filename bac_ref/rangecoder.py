@@ -627,6 +627,8 @@ class Decoder:
 
         Invariant after: 0 <= point - lower < range, 2^32 <= range < 2^64.
         """
+        if not isinstance(cdfs, (list, tuple)):   # the ids below must stay alive
+            cdfs = list(cdfs)
         prepared = {}
         entries = []
         add = entries.append

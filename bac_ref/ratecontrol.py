@@ -15,7 +15,7 @@ once).  What one step costs decides the method:
   ln(lambda) (about -1.8 dB per unit), so a secant search from that prior slope
   hits [target, target + 0.05 dB] in 2-4 steps; the file is coded once.
 
-Both searches run in t = ln(lambda) within ``codec.LAMBDA_RANGE`` with the
+Both searches run in t = ln(lambda) within ``LAMBDA_RANGE`` with the
 safeguarded search of :func:`solve`: secant steps from a prior slope until the
 root is bracketed, then secant (or false position) steps, and a bisection
 whenever the bracket has not halved in two steps (Brent's rule: robust where

@@ -340,3 +340,17 @@ def test_top_level_api_round_trip():
     y = bac_ref.decompress(data)
     assert y.shape == (20, 30, 3) and y.dtype == np.uint8
     assert np.array_equal(y, codec.decompress(data))
+
+
+def test_public_encoder_checks_lambda_and_latent_shapes():
+    rng = np.random.default_rng(0)
+    enc = codec.Encoder(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lambda"):
+            enc.symbols(bad)
+        with pytest.raises(ValueError, match="lambda"):
+            enc.encode(bad)
+    m = enc.mu.shape[0]
+    mu = np.zeros((m, 2, 2))
+    with pytest.raises(ValueError, match="sigma"):
+        codec.Encoder.from_latents(mu, np.ones((m, 1, 1)), 32, 32)
