@@ -193,6 +193,8 @@ def _intervals(depth, index, max_depth, labels=None):
                 if labels is not None:
                     labels.append((c, f"D[{ctx // 8},{ctx % 8 - 1}]", r))  # 8 ctx_n + ctx_c + 1
                 depth_sum += r
+                if not r:                                     # depth 0: no index bits
+                    continue
                 v = k[pos]
                 node = 1
                 for level in range(r if r < K_TREE else K_TREE):
@@ -281,6 +283,8 @@ def decode_symbols(payload: bytes, shape, max_depth: int):
                 r = depth_models[depth_context(d, y, x, w, max_depth, depth_sum)].decode(dec)
                 depth_sum += r
                 d[pos] = r
+                if not r:                                     # depth 0: no index (k = 0)
+                    continue
                 node = 1
                 levels = r if r < K_TREE else K_TREE
                 for level in range(levels):
