@@ -265,6 +265,9 @@ class Encoder:
     static table, ``encode_sequence(symbols, cdfs)`` one table per symbol.
     ``finish()`` returns the payload so far and leaves the encoder usable.
 
+    Every method ends in ``_code_intervals``, the one place this class does
+    §2's arithmetic.
+
     With ``checked=True`` the batch methods code symbol by symbol through the
     same primitive as ``encode``, which checks the state invariants after
     every symbol (slower; for tests and debugging).  Without it they check
@@ -536,7 +539,8 @@ class Decoder:
         ``consume(start, mass)``.  BitstreamError if q >= 2^24 (SPEC.md §2.8).
         """
         q = self._q
-        if q >= TOTAL:
+        if not 0 <= q < TOTAL:        # invalid data, or a wrong interval given to consume()
+            self._check_state()                   # AssertionError for the latter
             _invalid_quantile(self._pos, q)
         return q
 
@@ -546,7 +550,8 @@ class Decoder:
         The caller guarantees start <= quantile() < start + mass <= 2^24.
         Invariant after: 0 <= point - lower < range, 2^32 <= range < 2^64
         (range >= 2^32 holds by construction: scale >= 2^8, mass >= 1, and a
-        range below 2^32 is shifted up by one word).
+        range below 2^32 is shifted up by one word; the rest is checked by
+        the next ``quantile()`` and at the end of every batch method).
 
         Returns the next step's quantile q, NOT yet checked against §2.8 (it
         may be >= 2^24 when no symbol follows): callers either ignore it and
@@ -557,18 +562,34 @@ class Decoder:
         range_ = scale * mass
         if range_ < RANGE_MIN:                    # renormalise: read one word
             pos = self._pos
-            words = self._words
-            diff = (diff << WORD_BITS) | (words[pos] if pos < len(words) else 0)
+            try:
+                word = self._words[pos]
+            except IndexError:                    # words past the end read as 0
+                word = 0
+            diff = (diff << WORD_BITS) | word
             range_ <<= WORD_BITS
             self._pos = pos + 1
-        if not 0 <= diff < range_:
-            _broken(f"point - lower = {diff:#x}, range = {range_:#x} "
-                    f"(consume({start}, {mass}) does not hold the quantile)")
         self._diff = diff
         self._range = range_
         self._scale = scale = range_ >> PRECISION        # the next step's scale
-        self._q = q = diff // scale                       # ... and quantile
+        self._q = q = diff // scale               # ... and quantile
         return q
+
+    def _check_state(self):
+        """Raise AssertionError unless the state invariant holds (SPEC.md §2.7).
+
+        After a decoded symbol: 0 <= point - lower < range, 2^32 <= range < 2^64
+        (a consume() that was given an interval not holding the quantile
+        breaks it: then q < 0 or q >= 2^24).  Before the first symbol
+        (range = 2^64 - 1, which no step leaves): 0 <= point - lower < 2^64.
+        """
+        diff, range_ = self._diff, self._range
+        if range_ == INITIAL_RANGE:
+            if not 0 <= diff <= STATE_MASK:
+                _broken(f"point - lower = {diff:#x} before the first symbol")
+        elif not (0 <= diff < range_ and RANGE_MIN <= range_ <= STATE_MASK):
+            _broken(f"point - lower = {diff:#x}, range = {range_:#x} (a consume() "
+                    "was given an interval that does not hold the quantile)")
 
     # -- symbols from tables, through quantile() and consume() ----------------
 
@@ -608,18 +629,21 @@ class Decoder:
         table, starts, masses, shift, lo, hi, only, _ = _prepare(cdf)
         consume = self.consume
         find = bisect_right
-        q, total = self._q, TOTAL
+        q = self._q
         out = []
-        emit = out.append
         for _ in repeat(None, n):
-            if q >= total:                            # invalid data (SPEC.md §2.8)
+            try:                                      # only has 2^(24 - shift) buckets:
+                s = only[q >> shift]                  # q's bucket holds one symbol, or -1
+            except IndexError:                        # q >= 2^24, invalid data (SPEC.md §2.8)
+                self._check_state()                   # (or a wrong consume() before)
                 _invalid_quantile(self._pos, q)
-            s = only[q >> shift]                      # q's bucket holds one symbol, or -1
             if s < 0:
                 b = q >> shift
                 s = find(table, q, lo[b], hi[b]) - 1  # table[s] <= q < table[s + 1]
             q = consume(starts[s], masses[s])
-            emit(s)
+            out.append(s)
+        if out:
+            self._check_state()
         return out
 
     def decode_sequence(self, cdfs) -> list:
@@ -639,18 +663,21 @@ class Decoder:
             add(entry)
         consume = self.consume
         find = bisect_right
-        q, total = self._q, TOTAL
+        q = self._q
         out = []
-        emit = out.append
         for table, starts, masses, shift, lo, hi, only, _ in entries:     # as in decode_many
-            if q >= total:                            # invalid data (SPEC.md §2.8)
+            try:                                      # only has 2^(24 - shift) buckets:
+                s = only[q >> shift]                  # q's bucket holds one symbol, or -1
+            except IndexError:                        # q >= 2^24, invalid data (SPEC.md §2.8)
+                self._check_state()                   # (or a wrong consume() before)
                 _invalid_quantile(self._pos, q)
-            s = only[q >> shift]                      # q's bucket holds one symbol, or -1
             if s < 0:
                 b = q >> shift
                 s = find(table, q, lo[b], hi[b]) - 1  # table[s] <= q < table[s + 1]
             q = consume(starts[s], masses[s])
-            emit(s)
+            out.append(s)
+        if out:
+            self._check_state()
         return out
 
     def decode_uniform_many(self, n: int, bits: int) -> list:
@@ -669,13 +696,15 @@ class Decoder:
         consume = self.consume
         q, total = self._q, TOTAL
         out = []
-        emit = out.append
         for _ in repeat(None, n):
             if q >= total:                            # invalid data (SPEC.md §2.8)
+                self._check_state()                   # (or a wrong consume() before)
                 _invalid_quantile(self._pos, q)
             value = q >> shift
             q = consume(value << shift, mass)
-            emit(value)
+            out.append(value)
+        if out:
+            self._check_state()
         return out
 
     def check_end(self) -> None:

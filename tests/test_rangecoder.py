@@ -493,6 +493,30 @@ def test_round_trip_batch_equals_incremental(table, data):
     dec.check_end()
 
 
+def test_consume_of_a_wrong_interval_is_caught():
+    # consume() trusts its caller; the next quantile() (or the end of a batch
+    # method) checks 0 <= point - lower < range (SPEC.md §2.7).
+    table = check_cdf([0, 1 << 23, TOTAL])
+    data = rc.encode([1, 1, 0, 1], [table] * 4)
+    dec = rc.Decoder(data)
+    assert dec.quantile() >= 1 << 23                  # symbol 1 ...
+    dec.consume(0, 1 << 23)                           # ... consumed as symbol 0
+    with pytest.raises(AssertionError, match="does not hold the quantile"):
+        dec.quantile()
+    dec = rc.Decoder(data)
+    dec.decode(table)
+    dec.decode(table)
+    assert dec.quantile() < 1 << 23                   # symbol 0 ...
+    dec.consume(1 << 23, 1 << 23)                     # ... consumed as symbol 1
+    with pytest.raises(AssertionError, match="does not hold the quantile"):
+        dec.quantile()
+    dec = rc.Decoder(data)
+    dec.quantile()
+    dec.consume(0, 1 << 23)
+    with pytest.raises(AssertionError, match="does not hold the quantile"):
+        dec.decode_many(0 + 1, table)
+
+
 def test_single_symbol_table_changes_state():
     # n = 1 is a valid table; coding with it truncates range (unlike bits = 0).
     enc = rc.Encoder()
