@@ -441,11 +441,189 @@ def depth_code_lengths(depth, max_depth: int, num_channels: int = 1, axis: int =
     rows = _to_rows(d, num_channels, axis) if num_channels > 1 else d.reshape(1, -1)
     if num_channels > 1 and d.shape[axis] != num_channels:
         raise ValueError(f"depth has {d.shape[axis]} entries along axis {axis}, not {num_channels}")
-    out = np.empty((len(rows), n + 1), dtype=np.float64)
     scale = 2.0 ** -LOG2_FRAC_BITS
-    for c, r in enumerate(rows):
-        counts = np.bincount(r, minlength=n + 1).tolist()
-        lg_total = log2_fixed(len(r) + n + 1)
-        for k in range(n + 1):
-            out[c, k] = float((k << LOG2_FRAC_BITS) + lg_total - log2_fixed(counts[k] + 1)) * scale
-    return out
+    c, size = rows.shape
+    counts = np.bincount((np.arange(c, dtype=np.int64)[:, None] * (n + 1) + rows).reshape(-1),
+                         minlength=c * (n + 1)).reshape(c, n + 1)          # n_c(d)
+    lg_total = log2_fixed(size + n + 1)
+    k = np.arange(n + 1, dtype=np.int64) << LOG2_FRAC_BITS
+    fixed = k[None, :] + lg_total - _log2_fixed_array(counts + 1)          # exact integers
+    return fixed.astype(np.float64) * scale
+
+
+def _log2_fixed_array(x: np.ndarray) -> np.ndarray:
+    """:func:`log2_fixed` of every entry of an int64 array of values in 1..2^52, vectorised.
+
+    The same integer algorithm in uint64 (mantissas below 2^32, so the squares fit), so the
+    same integers: the tests compare it with :func:`log2_fixed` entry by entry.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    if x.size and (x.min() < 1 or x.max() >= 1 << 52):
+        raise ValueError("_log2_fixed_array takes integers in 1..2^52 - 1")
+    e = np.frexp(x.astype(np.float64))[1].astype(np.int64) - 1         # exact below 2^53
+    xu = x.astype(np.uint64)
+    up = np.maximum(31 - e, 0).astype(np.uint64)
+    down = np.maximum(e - 31, 0).astype(np.uint64)
+    m = (xu << up) >> down                                              # in [2^31, 2^32)
+    frac = np.zeros(x.shape, dtype=np.uint64)
+    top = np.uint64(1 << 32)
+    for i in range(LOG2_FRAC_BITS):
+        m = (m * m) >> np.uint64(31)
+        over = m >= top
+        m = np.where(over, m >> np.uint64(1), m)
+        frac |= over.astype(np.uint64) << np.uint64(LOG2_FRAC_BITS - 1 - i)
+    return (e << LOG2_FRAC_BITS) | frac.astype(np.int64)
+
+
+class Candidates:
+    """The half of VBQ that does not depend on lambda, for quantizing fixed latents at many lambdas.
+
+    For latents mu, sigma of shape (C, ...) (channels along axis 0) and a prior with 1 or
+    C channels, it keeps, per latent and depth, the two bracketing grid points' validity,
+    their tie-break order and their distortion terms -((zhat - mu) / sigma)^2 / 2 (SPEC.md
+    §5.1-§5.3, computed in the fixed operation order), about 220 bytes per latent.  Then
+    :meth:`quantize` at any scalar lambda only adds -lam * L and picks the best point:
+    the result equals :func:`quantize` (same arrays, bit for bit), and :meth:`symbols`
+    equals :func:`quantize` followed by :func:`second_pass` (the tests compare both).  A
+    rate search (:mod:`bac_ref.ratecontrol`) builds this once per image; the three rounds
+    of the second pass reuse it too.
+    """
+
+    def __init__(self, mu, sigma, prior: QuantilePrior | None, max_depth: int):
+        n, mu, sigma, _, prior, _, nch, _ = _prepare(mu, sigma, 0.0, prior, max_depth, None, 0)
+        if mu.ndim < 1:
+            raise ValueError("Candidates needs latents with a channel axis (axis 0)")
+        self.shape = mu.shape
+        self.max_depth = n
+        self.prior = prior
+        c = mu.shape[0]
+        p = int(np.prod(mu.shape[1:], dtype=np.int64))
+        self.channels, self.per_channel = c, p
+        mu_r = mu.reshape(c, p)
+        sg_r = np.broadcast_to(sigma, mu.shape).reshape(c, p)
+        g = n + 1
+        if prior.num_channels > 1:
+            jlo = grid_floor_rows(prior.table, mu_r, g)                      # (C, P)
+        else:
+            jlo = grid_floor_rows(prior.table, mu_r.reshape(1, -1), g).reshape(c, p)
+        self.jlo = jlo
+        q = prior.table.reshape(-1)
+        k = prior.table_bits
+        width = prior.table.shape[1]
+        d = np.arange(g, dtype=np.int64)[:, None, None]                     # (N+1, 1, 1)
+        sh = n - d
+        cap = np.int64(1) << d
+        top = (np.int64(1) << g) - 1
+        self.chunks = []
+        for c0, c1, p0, p1 in _chunks(c, p):
+            jl = jlo[c0:c1, p0:p1][None]                                      # (1, g, p)
+            mu_c = mu_r[c0:c1, p0:p1]
+            sg_c = sg_r[c0:c1, p0:p1]
+            if prior.num_channels > 1:
+                bb = (np.arange(c0, c1, dtype=np.int64) * width)[:, None]      # (g, 1)
+            else:
+                bb = np.zeros((1, 1), dtype=np.int64)
+            m = jl >> sh
+            k_lo = (m - 1) >> 1
+            k_hi = k_lo + 1
+            j_lo = (2 * k_lo + 1) << sh
+            j_hi = j_lo + (np.int64(2) << sh)
+            inf = np.isinf(sg_c)
+            neg = []
+            with np.errstate(over="ignore", under="ignore"):
+                for j in (np.maximum(j_lo, 1), np.minimum(j_hi, top)):
+                    v = ppf_level(q, k, j, g, bb)                           # (N+1, g, p)
+                    a = v - mu_c
+                    b = a / sg_c
+                    dist = (b * b) * 0.5
+                    if inf.any():
+                        dist[:, inf] = 0.0
+                    neg.append(-dist)
+            rho_lt = (j_hi - jl - 1) < (jl - j_lo)
+            self.chunks.append((c0, c1, p0, p1, neg[0], neg[1], k_lo < 0, k_hi < cap, rho_lt))
+
+    def _best(self, lam: float, lengths) -> tuple:
+        """(depth, take_hi) of the best point per latent, (C, P) each, at ``lam`` with L = lengths."""
+        n = self.max_depth
+        lam = float(lam)
+        if not (np.isfinite(lam) and lam >= 0):
+            raise ValueError("lam must be finite and >= 0")
+        if lengths is None:
+            lam_l = (lam * np.arange(n + 1, dtype=np.float64))[:, None]         # (N+1, 1)
+        else:
+            lam_l = (lam * lengths).T                                         # (N+1, C or 1)
+        depth = np.empty((self.channels, self.per_channel), dtype=np.int64)
+        hi = np.empty((self.channels, self.per_channel), dtype=bool)
+        with np.errstate(over="ignore", under="ignore"):
+            for c0, c1, p0, p1, neg_lo, neg_hi, force_hi, ok_hi, rho_lt in self.chunks:
+                ll = (lam_l[:, c0:c1] if lam_l.shape[1] > 1 else lam_l)[:, :, None]
+                o_lo = neg_lo - ll
+                o_hi = neg_hi - ll
+                take_hi = o_hi > o_lo
+                tie = o_hi == o_lo
+                if tie.any():
+                    take_hi |= tie & rho_lt
+                take_hi &= ok_hi
+                take_hi |= force_hi
+                o = np.where(take_hi, o_hi, o_lo)
+                best = np.argmax(o, axis=0)                                   # (g, p)
+                depth[c0:c1, p0:p1] = best
+                hi[c0:c1, p0:p1] = np.take_along_axis(take_hi, best[None], axis=0)[0]
+        return depth, hi
+
+    def _result(self, depth, hi) -> Quantized:
+        n = self.max_depth
+        sh = n - depth
+        index = (((self.jlo >> sh) - 1) >> 1) + hi
+        j = (2 * index + 1) << sh
+        prior = self.prior
+        if prior.num_channels > 1:
+            base = (np.arange(self.channels, dtype=np.int64)
+                    * prior.table.shape[1])[:, None]
+        else:
+            base = 0
+        zhat = ppf_level(prior.table.reshape(-1), prior.table_bits, j, n + 1, base)
+        return Quantized(depth.reshape(self.shape), index.reshape(self.shape),
+                         zhat.reshape(self.shape), n)
+
+    def _lengths(self, lengths):
+        if lengths is None:
+            return None
+        cl = np.asarray(lengths, dtype=np.float64)
+        if cl.ndim == 1:
+            cl = cl[None, :]
+        if cl.shape not in ((1, self.max_depth + 1), (self.channels, self.max_depth + 1)):
+            raise ValueError(f"code_length must be (1 or {self.channels}, {self.max_depth + 1})")
+        if not (np.all(np.isfinite(cl)) and np.all(cl >= 0)):
+            raise ValueError("code_length must be finite and >= 0")
+        return cl
+
+    def quantize(self, lam: float, code_length=None) -> Quantized:
+        """:func:`quantize` of these latents at scalar ``lam`` (axis 0), bit for bit."""
+        return self._result(*self._best(lam, self._lengths(code_length)))
+
+    def symbols(self, lam: float, second_pass: bool = True,
+                rounds: int = SECOND_PASS_ROUNDS) -> Quantized:
+        """:func:`quantize`, then (by default) :func:`second_pass` with one channel per row."""
+        depth, hi = self._best(lam, None)
+        if second_pass:
+            for _ in range(rounds):
+                lengths = depth_code_lengths(depth, self.max_depth, self.channels)
+                nd, nh = self._best(lam, lengths)
+                same = np.array_equal(nd, depth)
+                depth, hi = nd, nh
+                if same:
+                    break
+        return self._result(depth, hi)
+
+
+def _chunks(c: int, p: int):
+    """(c0, c1, p0, p1) blocks of about _CHUNK latents: whole channels, or pieces of one."""
+    if p <= _CHUNK:
+        step = max(1, _CHUNK // max(p, 1))
+        for c0 in range(0, c, step):
+            yield c0, min(c0 + step, c), 0, p
+    else:
+        for c0 in range(c):
+            for p0 in range(0, p, _CHUNK):
+                yield c0, c0 + 1, p0, min(p0 + _CHUNK, p)
