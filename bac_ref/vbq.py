@@ -539,8 +539,14 @@ class Candidates:
                     if inf.any():
                         dist[:, inf] = 0.0
                     neg.append(-dist)
-            rho_lt = (j_hi - jl - 1) < (jl - j_lo)
-            self.chunks.append((c0, c1, p0, p1, neg[0], neg[1], k_lo < 0, k_hi < cap, rho_lt))
+            rho_lt = (j_hi - jl - 1) < (jl - j_lo)                          # tie rule 2
+            ok_lo, ok_hi = k_lo >= 0, k_hi < cap
+            # eff: the better valid side by distortion (rule 2 on equal distortions); alt: the
+            # other side where both are valid, NaN where only one is (never chosen).
+            eff_hi = ~ok_lo | (ok_hi & ((neg[1] > neg[0]) | ((neg[1] == neg[0]) & rho_lt)))
+            eff = np.where(eff_hi, neg[1], neg[0])
+            alt = np.where(ok_lo & ok_hi, np.where(eff_hi, neg[0], neg[1]), np.nan)
+            self.chunks.append((c0, c1, p0, p1, eff, alt, eff_hi, rho_lt))
 
     def _best(self, lam: float, lengths) -> tuple:
         """(depth, take_hi) of the best point per latent, (C, P) each, at ``lam`` with L = lengths."""
@@ -554,21 +560,24 @@ class Candidates:
             lam_l = (lam * lengths).T                                         # (N+1, C or 1)
         depth = np.empty((self.channels, self.per_channel), dtype=np.int64)
         hi = np.empty((self.channels, self.per_channel), dtype=bool)
-        with np.errstate(over="ignore", under="ignore"):
-            for c0, c1, p0, p1, neg_lo, neg_hi, force_hi, ok_hi, rho_lt in self.chunks:
+        # The objective of the better side at each depth is fl(eff - lam L): rounding is
+        # monotone, so fl(max(a, b) - c) = max(fl(a - c), fl(b - c)), the value the plain
+        # search keeps.  Only at the winning depth can rounding tie the two sides (then
+        # rule 2, rho, decides, as in the plain search): checked there, per latent.
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            for c0, c1, p0, p1, eff, alt, eff_hi, rho_lt in self.chunks:
                 ll = (lam_l[:, c0:c1] if lam_l.shape[1] > 1 else lam_l)[:, :, None]
-                o_lo = neg_lo - ll
-                o_hi = neg_hi - ll
-                take_hi = o_hi > o_lo
-                tie = o_hi == o_lo
+                o = eff - ll                                                  # (N+1, g, p)
+                best = np.argmax(o, axis=0)[None]                             # (1, g, p)
+                o_b = np.take_along_axis(o, best, axis=0)
+                ll_b = np.take_along_axis(np.broadcast_to(ll, o.shape), best, axis=0)
+                o_alt = np.take_along_axis(alt, best, axis=0) - ll_b
+                tie = o_alt == o_b                                            # False for NaN
+                side = np.take_along_axis(eff_hi, best, axis=0)
                 if tie.any():
-                    take_hi |= tie & rho_lt
-                take_hi &= ok_hi
-                take_hi |= force_hi
-                o = np.where(take_hi, o_hi, o_lo)
-                best = np.argmax(o, axis=0)                                   # (g, p)
-                depth[c0:c1, p0:p1] = best
-                hi[c0:c1, p0:p1] = np.take_along_axis(take_hi, best[None], axis=0)[0]
+                    side = np.where(tie, np.take_along_axis(rho_lt, best, axis=0), side)
+                depth[c0:c1, p0:p1] = best[0]
+                hi[c0:c1, p0:p1] = side[0]
         return depth, hi
 
     def _result(self, depth, hi) -> Quantized:
