@@ -394,7 +394,7 @@ class Encoder:
         self._groups = [(c, min(c + step, m)) for c in range(0, m, step)]
         self._priors = {}
         self._pixels = None
-        self._candidates = None                   # vbq.Candidates, made on first use
+        self._candidates = None                   # (mu, sigma, vbq.Candidates), on first use
 
     @property
     def num_pixels(self) -> int:
@@ -424,10 +424,13 @@ class Encoder:
         if lam_arr.ndim == 0 and len(self._groups) == 1:
             # One group (up to GROUP_LATENTS latents): VBQ's lambda-independent half once per
             # image (about 220 bytes a latent), then each lambda costs a fraction of a run.
-            if self._candidates is None:
-                self._candidates = vbq.Candidates(self.mu, self.sigma, self.prior,
-                                                  self.max_depth)
-            return self._candidates.symbols(float(lam_arr), second_pass)
+            # (Kept with the arrays it was made from: a caller that swaps mu or sigma, as
+            # the benchmark's blind quantizer does on a copy, gets a fresh one.)
+            cached = self._candidates
+            if cached is None or cached[0] is not self.mu or cached[1] is not self.sigma:
+                cached = self._candidates = (self.mu, self.sigma, vbq.Candidates(
+                    self.mu, self.sigma, self.prior, self.max_depth))
+            return cached[2].symbols(float(lam_arr), second_pass)
         if lam_arr.ndim:
             lam_arr = np.broadcast_to(lam_arr, self.mu.shape)             # (M, h, w)
         depth = np.empty(self.mu.shape, dtype=np.int64)                   # (M, h, w)

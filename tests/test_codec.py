@@ -354,3 +354,25 @@ def test_public_encoder_checks_lambda_and_latent_shapes():
     mu = np.zeros((m, 2, 2))
     with pytest.raises(ValueError, match="sigma"):
         codec.Encoder.from_latents(mu, np.ones((m, 1, 1)), 32, 32)
+
+
+def test_encoder_symbols_reuse_vbq_work_and_equal_plain_vbq(crop):
+    """Encoder.symbols keeps VBQ's lambda-independent half (vbq.Candidates) between lambdas:
+    every lambda still gives plain VBQ's symbols, with and without the second pass, and an
+    encoder copy whose sigma is swapped (the benchmark's blind quantizer) uses the new sigma."""
+    import copy
+    enc = codec.Encoder(crop)
+    mu, sigma = enc.mu.astype(np.float64), enc.sigma.astype(np.float64)
+    for lam in (0.05, 3.0, 3.0, 40.0):
+        for second in (True, False):
+            first = vbq.quantize(mu, sigma, lam, enc.prior, enc.max_depth, axis=0)
+            want = (vbq.second_pass(first, mu, sigma, lam, enc.prior, enc.max_depth,
+                                    mu.shape[0], axis=0) if second else first)
+            got = enc.symbols(lam, second)
+            assert np.array_equal(got.depth, want.depth) and np.array_equal(got.index, want.index)
+            assert got.zhat.tobytes() == want.zhat.tobytes()
+    blind = copy.copy(enc)
+    blind.sigma = np.ones_like(sigma)
+    want = vbq.quantize(mu, blind.sigma, 3.0, enc.prior, enc.max_depth, axis=0)
+    assert np.array_equal(blind.symbols(3.0, second_pass=False).depth, want.depth)
+    assert not np.array_equal(want.depth, enc.symbols(3.0, second_pass=False).depth)
