@@ -42,11 +42,31 @@ QUALITY_SLACK = 0.1         # "quality stops rising": within 0.1 dB of the ceili
 KNEE_CHECK_LAM = 0.04       # a bpp target's lambda below this is checked against the ceiling
 START_LAM = 3.0             # first guess (the CLI's default lambda)
 BPP_SLOPE = -0.45           # d ln(bpp) / d ln(lambda), a typical photo (prior for step 1)
-PSNR_SLOPE = -1.8           # d PSNR / d ln(lambda) in dB, a typical photo
-MAX_STEP = 5.0              # largest step in ln(lambda) before a bracket exists
+MAX_STEP = 5.0              # largest step in ln(lambda) (or v) before a bracket exists
+KNEE_RATE_TOL = 1.03        # the knee search stops when one more step would save < 3 % of the file
 RATIO0 = 1.01               # first guess of real size / estimate, plus ...
 OVERHEAD_BITS = 2500        # ... the adaptive models' learning cost (matters on small images)
 LAMBDA_RANGE = (1e-4, 1e5)  # where the searches look
+
+
+# PSNR against t = ln(lambda) falls about 2 dB per unit where lambda >= 1 and flattens
+# towards the ceiling below lambda ~ 0.1.  In v = W softplus((t - T_KNEE) / W) it is close
+# to a straight line on both sides (fitted on training photos: T_KNEE = ln 0.135, W = 0.63;
+# the ratio of slopes between lambda 0.01 and 100 stays within about 1.5x), so the PSNR
+# search and the knee search step in v: fewer trial decodes than steps in t.
+V_KNEE = math.log(0.135)
+V_WIDTH = 0.63
+V_SLOPE = -2.0              # d PSNR / d v in dB, a typical photo (prior for step 1)
+
+
+def _v_of_t(t):
+    x = (t - V_KNEE) / V_WIDTH
+    return V_WIDTH * (max(x, 0.0) + math.log1p(math.exp(-abs(x))))
+
+
+def _t_of_v(v):
+    y = max(v, 1e-300) / V_WIDTH
+    return V_KNEE + V_WIDTH * (y + math.log(-math.expm1(-y)))
 
 
 def _lam_range():
@@ -54,11 +74,15 @@ def _lam_range():
 
 
 def solve(f, t0: float, slope: float, tol: float, lo: float, hi: float, max_evals: int,
-          points: list | None = None):
+          points: list | None = None, stop=None):
     """A root of the decreasing function f(t) on [lo, hi], |f| <= tol.
 
     ``points`` holds (t, f(t)) pairs already known (they seed the search and the
-    new evaluations are appended).  Returns ``(t, status)``: status "ok" (|f(t)| <=
+    new evaluations are appended).  ``stop(points)``, if given, may end the search
+    after an evaluation (status "stop", t the last point).  Once the root is bracketed
+    the next point is the inverse quadratic interpolation through the three points
+    nearest the root when it falls inside the bracket, else secant / false position.
+    Returns ``(t, status)``: status "ok" (|f(t)| <=
     tol), "high" (f > 0 even at hi: the root lies beyond the largest t), "low" (f < 0
     even at lo) or "budget" (evaluations spent; t is the point with the smallest |f|).
     """
@@ -80,6 +104,8 @@ def solve(f, t0: float, slope: float, tol: float, lo: float, hi: float, max_eval
             pts.append((t, v))
             if abs(v) <= tol:
                 return t, "ok"
+            if stop is not None and stop(pts):
+                return t, "stop"
         below, above = bracket()
         if below is not None and above is not None:
             (ta, va), (tb, vb) = below, above
@@ -90,9 +116,11 @@ def solve(f, t0: float, slope: float, tol: float, lo: float, hi: float, max_eval
             if len(widths) >= 3 and widths[-1] > 0.5 * widths[-3]:
                 tn = 0.5 * (ta + tb)         # the bracket did not halve in two steps: bisect
             else:
-                tn = None
+                tn = _iqi(pts)
+                if tn is not None and not ta + margin <= tn <= tb - margin:
+                    tn = None
                 (t1, v1), (t2, v2) = pts[-2:] if len(pts) >= 2 else (below, above)
-                if t1 != t2 and v1 != v2:
+                if tn is None and t1 != t2 and v1 != v2:
                     tn = t2 - v2 * (t2 - t1) / (v2 - v1)    # secant through the last two
                 if tn is None or not ta + margin <= tn <= tb - margin:
                     tn = ta + va * (tb - ta) / (va - vb)    # false position on the bracket
@@ -123,6 +151,17 @@ def solve(f, t0: float, slope: float, tol: float, lo: float, hi: float, max_eval
     return best[0], "budget"
 
 
+def _iqi(pts):
+    """Inverse quadratic interpolation through the three points nearest the root (or None)."""
+    if len(pts) < 3:
+        return None
+    (a, fa), (b, fb), (c, fc) = sorted(pts, key=lambda p: abs(p[1]))[:3]
+    if fa == fb or fa == fc or fb == fc:
+        return None
+    return (a * fb * fc / ((fa - fb) * (fa - fc)) + b * fa * fc / ((fb - fa) * (fb - fc))
+            + c * fa * fb / ((fc - fa) * (fc - fb)))
+
+
 class _Search:
     """Runs of VBQ on one image at t = ln(lambda), with the progress messages and times."""
 
@@ -132,17 +171,26 @@ class _Search:
         self.progress = progress
         self.t0 = time.perf_counter()
         self.steps = 0
-        self.last = None                                 # (t, Quantized) of the last run
+        self.recent = {}                                 # t -> Quantized, the last two runs
         self.quality_of = {}                             # t -> PSNR
+        self.rate_of = {}                                # t -> estimated bpp
         self.ceiling = None
 
     def symbols(self, t):
-        if self.last is not None and self.last[0] == t:
-            return self.last[1]
+        if t in self.recent:
+            return self.recent[t]
         q = self.enc.symbols(math.exp(t), self.second_pass)
         self.steps += 1
-        self.last = (t, q)
+        while len(self.recent) >= 2:
+            del self.recent[next(iter(self.recent))]
+        self.recent[t] = q
         return q
+
+    def rate(self, t):
+        """The estimated bpp at t (a VBQ run, no coding)."""
+        if t not in self.rate_of:
+            self.rate_of[t] = self.enc.rate(self.symbols(t))
+        return self.rate_of[t]
 
     def say(self, message):
         if self.progress is not None:
@@ -150,7 +198,10 @@ class _Search:
 
     def quality(self, t):
         if t not in self.quality_of:
-            self.quality_of[t] = self.enc.quality(self.symbols(t))
+            q = self.symbols(t)
+            self.quality_of[t] = self.enc.quality(q)
+            if t not in self.rate_of:
+                self.rate_of[t] = self.enc.rate(q)
             self.say(f"lambda {math.exp(t):.4g}: {self.quality_of[t]:.3f} dB")
         return self.quality_of[t]
 
@@ -162,22 +213,42 @@ class _Search:
         out.times["search steps (VBQ runs)"] = self.steps
         return out
 
-    def find_quality(self, target, above=None):
+    def find_quality(self, target, above=None, stop=None):
         """Search t for PSNR in [target, target + PSNR_TOL]; returns (t, status).
 
         ``above``: search only t >= above (the knee: below it PSNR is flat and not
-        monotone, so only the largest lambda that meets the target counts).
+        monotone, so only the largest lambda that meets the target counts).  The search
+        steps in v (module docstring), where PSNR is close to a line.
         """
         lo, hi = _lam_range()
         if above is not None:
             lo = above
         goal = target + PSNR_TOL / 2
-
-        def f(t):
-            return self.quality(t) - goal
-        pts = [(t, v - goal) for t, v in self.quality_of.items() if t >= lo]
         start = math.log(START_LAM) if math.log(START_LAM) > lo else lo + 1.0
-        return solve(f, start, PSNR_SLOPE, PSNR_TOL / 2, lo, hi, 14, pts)
+        t_of = {}                                        # v -> t for the points evaluated
+
+        def to_t(v):
+            return t_of[v] if v in t_of else _t_of_v(v)
+
+        def g(v):
+            t = to_t(v)
+            t_of[v] = t
+            return self.quality(t) - goal
+        pts = []
+        for t, q in self.quality_of.items():
+            if t >= lo:
+                t_of[_v_of_t(t)] = t
+                pts.append((_v_of_t(t), q - goal))
+        v_lo, v_hi = _v_of_t(lo), _v_of_t(hi)
+        t_of.setdefault(v_lo, lo)
+        t_of.setdefault(v_hi, hi)
+        v0 = _v_of_t(start)
+        if pts:                                          # a step from the nearest point known
+            vb, fb = min(pts, key=lambda p: abs(p[1]))
+            v0 = min(max(vb - fb / V_SLOPE, v_lo), v_hi)
+        v, status = solve(g, v0, V_SLOPE, PSNR_TOL / 2 * (1 + 1e-9), v_lo, v_hi,
+                          14, pts, stop)
+        return to_t(v), status
 
     def ceiling_psnr(self):
         """PSNR at the smallest lambda of the range: the most this model gives this image."""
@@ -186,11 +257,28 @@ class _Search:
             self.ceiling = max(self.quality_of.values())
         return self.ceiling
 
+    def knee_t(self, give_up=None):
+        """t of the smallest file within QUALITY_SLACK of the ceiling.
+
+        The largest t whose PSNR meets ceiling - QUALITY_SLACK: found to within PSNR_TOL,
+        or until the next larger t evaluated (which misses) gives a file less than
+        KNEE_RATE_TOL smaller (estimated sizes), whichever comes first.
+        """
+        goal = self.ceiling_psnr() - QUALITY_SLACK
+
+        def narrow(_pts):
+            if give_up is not None and give_up():
+                return True
+            ok = self.best_meeting(goal)
+            worse = [t for t, v in self.quality_of.items() if t > ok and v < goal]
+            return bool(worse) and self.rate(ok) <= KNEE_RATE_TOL * self.rate(min(worse))
+        if not narrow(None):
+            self.find_quality(goal, above=self.best_meeting(goal), stop=narrow)
+        return self.best_meeting(goal)
+
     def knee(self, note):
         """The smallest file within QUALITY_SLACK of the ceiling (``note(lambda)`` explains)."""
-        goal = self.ceiling_psnr() - QUALITY_SLACK
-        self.find_quality(goal, above=self.best_meeting(goal))
-        t = self.best_meeting(goal)
+        t = self.knee_t()
         return self.encode(t, note=note(math.exp(t)), psnr=self.quality_of[t])
 
     def best_meeting(self, target):
@@ -225,9 +313,8 @@ def encode_for_bpp(enc, target: float, second_pass: bool = True, progress=None):
 
     def estimate(t):                            # est: t = ln(lambda) -> estimated bpp
         if t not in est:
-            lam = math.exp(t)
-            est[t] = enc.rate(s.symbols(t))
-            s.say(f"lambda {lam:.4g}: {est[t]:.4f} bpp (estimate)")
+            est[t] = s.rate(t)
+            s.say(f"lambda {math.exp(t):.4g}: {est[t]:.4f} bpp (estimate)")
         return est[t]
 
     coded = []                                  # (t, real / estimate, Encoded)
@@ -282,12 +369,22 @@ def _too_large(s, target, est):
 
 
 def _knee_if_flat(s, t, target):
-    """The knee instead of t when t buys almost nothing over it (within the slack); else None."""
-    here = s.quality(t)
-    ceiling = s.ceiling_psnr()
-    if here < ceiling - QUALITY_SLACK:
+    """The knee's file instead of t's when t lies where the quality has stopped rising.
+
+    The ceiling (one trial decode at the smallest lambda) and the knee come first: a t at
+    or below the knee's (a file at least as large) buys at most QUALITY_SLACK over it.  The
+    knee search stops early once a point at or below t misses the knee's quality (then the
+    quality is still rising at t: None, go on with t).  Nothing is coded here unless the
+    knee is the answer.
+    """
+    goal = s.ceiling_psnr() - QUALITY_SLACK
+    if any(u <= t and v < goal for u, v in s.quality_of.items()):
         return None
-    out = s.knee(lambda k: f"at {target:g} bpp the quality has stopped rising (ceiling "
-                 f"{ceiling:.2f} dB): this is the smallest file within {QUALITY_SLACK:g} dB "
-                 f"of it (lambda {k:.4g})")
-    return out if math.log(out.lam) >= t else None
+    k = s.knee_t(give_up=lambda: any(u <= t and v < goal for u, v in s.quality_of.items()))
+    if k < t or s.quality_of[k] < goal:
+        return None
+    msg = (f"at {target:g} bpp the quality has stopped rising (ceiling "
+           f"{max(s.quality_of.values()):.2f} dB)")
+    s.say(msg)
+    return s.encode(k, note=msg + f": this is the smallest file within {QUALITY_SLACK:g} dB "
+                    f"of it (lambda {math.exp(k):.4g})", psnr=s.quality_of[k])
