@@ -568,16 +568,20 @@ class Candidates:
             for c0, c1, p0, p1, eff, alt, eff_hi, rho_lt in self.chunks:
                 ll = (lam_l[:, c0:c1] if lam_l.shape[1] > 1 else lam_l)[:, :, None]
                 o = eff - ll                                                  # (N+1, g, p)
-                best = np.argmax(o, axis=0)[None]                             # (1, g, p)
-                o_b = np.take_along_axis(o, best, axis=0)
-                ll_b = np.take_along_axis(np.broadcast_to(ll, o.shape), best, axis=0)
-                o_alt = np.take_along_axis(alt, best, axis=0) - ll_b
-                tie = o_alt == o_b                                            # False for NaN
-                side = np.take_along_axis(eff_hi, best, axis=0)
+                best = np.argmax(o, axis=0)                                   # (g, p)
+                size = best.size
+                at = (best * size + np.arange(size).reshape(best.shape)).reshape(-1)
+                o_b = o.reshape(-1)[at]
+                if ll.shape[1] > 1:                                          # per channel
+                    ll_b = ll[:, :, 0][best, np.arange(best.shape[0])[:, None]].reshape(-1)
+                else:
+                    ll_b = ll.reshape(-1)[best.reshape(-1)]
+                tie = (alt.reshape(-1)[at] - ll_b) == o_b                      # False for NaN
+                side = eff_hi.reshape(-1)[at]
                 if tie.any():
-                    side = np.where(tie, np.take_along_axis(rho_lt, best, axis=0), side)
-                depth[c0:c1, p0:p1] = best[0]
-                hi[c0:c1, p0:p1] = side[0]
+                    side = np.where(tie, rho_lt.reshape(-1)[at], side)
+                depth[c0:c1, p0:p1] = best
+                hi[c0:c1, p0:p1] = side.reshape(best.shape)
         return depth, hi
 
     def _result(self, depth, hi) -> Quantized:
@@ -626,13 +630,17 @@ class Candidates:
         return self._result(depth, hi)
 
 
+_CANDIDATE_CHUNK = 1 << 15        # latents per block of Candidates' tables
+
+
 def _chunks(c: int, p: int):
-    """(c0, c1, p0, p1) blocks of about _CHUNK latents: whole channels, or pieces of one."""
-    if p <= _CHUNK:
-        step = max(1, _CHUNK // max(p, 1))
+    """(c0, c1, p0, p1) blocks of about _CANDIDATE_CHUNK latents: whole channels, or pieces."""
+    size = _CANDIDATE_CHUNK
+    if p <= size:
+        step = max(1, size // max(p, 1))
         for c0 in range(0, c, step):
             yield c0, min(c0 + step, c), 0, p
     else:
         for c0 in range(c):
-            for p0 in range(0, p, _CHUNK):
-                yield c0, c0 + 1, p0, min(p0 + _CHUNK, p)
+            for p0 in range(0, p, size):
+                yield c0, c0 + 1, p0, min(p0 + size, p)

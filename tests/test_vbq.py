@@ -451,7 +451,7 @@ def test_candidates_equal_quantize(name, n):
 
 def test_candidates_one_channel_prior_and_channel_blocks(monkeypatch):
     # a one-channel prior serving 5 latent channels, channels longer and shorter than a block
-    monkeypatch.setattr(vbq, "_CHUNK", 64)
+    monkeypatch.setattr(vbq, "_CANDIDATE_CHUNK", 64)
     rng = np.random.default_rng(3)
     for shape in ((5, 3, 7), (5, 13, 11)):
         mu = rng.standard_normal(shape) * 2
