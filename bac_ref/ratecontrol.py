@@ -2,31 +2,41 @@ r"""Rate control: the lambda for a target size (``--bpp``) or quality (``--psnr`
 
 lambda is the codec's only rate knob (:mod:`bac_ref.codec`); a target is met by
 searching lambda, on the :class:`~bac_ref.codec.Encoder` of the image (g_a runs
-once).  What one step costs decides the method:
+once, and VBQ's lambda-independent half once: :class:`bac_ref.vbq.Candidates`, so a
+further lambda costs about a sixth of the first).  What one step costs decides the
+method:
 
 * **size**: the rate of a lambda is *predicted* without range coding it, from
   the ideal code length of its symbols (``Encoder.rate``: the paper's estimate,
-  sum of -log2 of the per-channel frequencies).  Real files are 0.99-1.11 times
-  that estimate, and the ratio changes slowly with lambda.  So: solve
+  sum of -log2 of the per-channel frequencies).  Real files are 0.88-1.04 times
+  that estimate (README), and the ratio changes slowly with lambda.  So: solve
   est(lambda) = target / ratio on the estimate, code that one candidate,
   measure the real ratio, correct, and code again only if the file misses the
   target by more than 1.5 %.  Usually 3-5 VBQ runs and one or two codings.
-* **quality**: PSNR needs g_s (``Encoder.quality``), but PSNR is smooth in
-  ln(lambda) (about -1.8 dB per unit), so a secant search from that prior slope
-  hits [target, target + 0.05 dB] in 2-4 steps; the file is coded once.
+* **quality**: PSNR needs g_s (``Encoder.quality``, a trial decode).  PSNR falls
+  about 2 dB per unit of t = ln(lambda) above lambda ~ 1 and flattens towards the
+  ceiling below lambda ~ 0.1; in v = W softplus((t - ln 0.135) / W), W = 0.63, it is
+  close to a straight line on both sides (fitted on training photos).  So the search
+  steps in v, from a prior slope of -2 dB per unit, and hits [target, target + 0.05 dB]
+  in 2-4 trial decodes; the file is coded once.
 
-Both searches run in t = ln(lambda) within ``LAMBDA_RANGE`` with the
-safeguarded search of :func:`solve`: secant steps from a prior slope until the
-root is bracketed, then secant (or false position) steps, and a bisection
-whenever the bracket has not halved in two steps (Brent's rule: robust where
-PSNR is flat near the ceiling and steep below it).
+Both searches use the safeguarded search of :func:`solve`: secant steps from a prior
+slope until the root is bracketed, then inverse quadratic interpolation (or secant,
+or false position) inside the bracket, and a bisection whenever the bracket has not
+halved in two steps (Brent's rule: robust where PSNR is flat near the ceiling and
+steep below it).
 
-Out of reach.  Quality stops rising as lambda -> 0: the *ceiling* is the PSNR
-at the smallest lambda of the range.  A ``--psnr`` target above the ceiling,
-or a ``--bpp`` target whose lambda lies where the quality has stopped rising,
-gives instead the smallest file within ``QUALITY_SLACK`` (0.1 dB) of the
-ceiling, never the larger file that buys nothing, and ``Encoded.note`` says
-so.  A target below the smallest file gives the smallest file.
+Out of reach.  Quality stops rising as lambda -> 0: the *ceiling* is the best PSNR
+seen, starting with the one at the smallest lambda of the range.  A ``--psnr``
+target above the ceiling, or a ``--bpp`` target whose lambda lies where the quality
+has stopped rising, gives instead the smallest file within ``QUALITY_SLACK`` (0.1 dB)
+of the ceiling (the *knee*), never the larger file that buys nothing; the progress
+callback hears it as soon as it is known, and ``Encoded.note`` says so.  The knee
+search stops at [goal, goal + 0.05 dB] or when the next larger lambda tried (which
+misses the goal) would save less than 3 % of the file.  A ``--bpp`` target whose
+lambda is below ``KNEE_CHECK_LAM`` looks for the ceiling and the knee first (one
+trial decode at the smallest lambda, then 1-3), and codes only the file it returns.
+A target below the smallest file gives the smallest file.
 """
 from __future__ import annotations
 
