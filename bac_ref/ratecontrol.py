@@ -135,8 +135,11 @@ def solve(f, t0: float, slope: float, tol: float, lo: float, hi: float, max_eval
                 if tn is None or not ta + margin <= tn <= tb - margin:
                     tn = ta + va * (tb - ta) / (va - vb)    # false position on the bracket
                     tn = min(max(tn, ta + margin), tb - margin)
-        else:
-            last = sorted(pts, key=lambda p: abs(p[1]))[:2]
+        else:                                   # no bracket: every f has one sign
+            # step from the point nearest the root *in t* (with f > 0 the largest t, else
+            # the smallest): where f is flat and not monotone (near the PSNR ceiling) the
+            # smallest |f| may lie behind it
+            last = sorted(pts, key=lambda p: p[0], reverse=pts[0][1] > 0)[:2]
             s = slope
             if len(last) == 2 and last[0][0] != last[1][0]:
                 est = (last[0][1] - last[1][1]) / (last[0][0] - last[1][0])
@@ -184,7 +187,7 @@ class _Search:
         self.recent = {}                                 # t -> Quantized, the last two runs
         self.quality_of = {}                             # t -> PSNR
         self.rate_of = {}                                # t -> estimated bpp
-        self.ceiling = None
+        self.ceiling = None                              # True once the smallest lambda ran
 
     def symbols(self, t):
         if t in self.recent:
@@ -261,30 +264,35 @@ class _Search:
         return to_t(v), status
 
     def ceiling_psnr(self):
-        """PSNR at the smallest lambda of the range: the most this model gives this image."""
-        if self.ceiling is None:                 # PSNR is not monotone down there: the best seen
+        """The most this model gives this image: the best PSNR seen, the smallest lambda of
+        the range evaluated first (PSNR is not monotone down there)."""
+        if self.ceiling is None:
             self.quality(_lam_range()[0])
-            self.ceiling = max(self.quality_of.values())
-        return self.ceiling
+            self.ceiling = True
+        return max(self.quality_of.values())
 
     def knee_t(self, give_up=None):
         """t of the smallest file within QUALITY_SLACK of the ceiling.
 
         The largest t whose PSNR meets ceiling - QUALITY_SLACK: found to within PSNR_TOL,
         or until the next larger t evaluated (which misses) gives a file less than
-        KNEE_RATE_TOL smaller (estimated sizes), whichever comes first.
+        KNEE_RATE_TOL smaller (estimated sizes), whichever comes first.  A trial that
+        raises the ceiling re-aims the search.  ``give_up(goal)`` may end it early.
         """
-        goal = self.ceiling_psnr() - QUALITY_SLACK
+        while True:
+            ceiling = self.ceiling_psnr()
+            goal = ceiling - QUALITY_SLACK
 
-        def narrow(_pts):
-            if give_up is not None and give_up():
-                return True
-            ok = self.best_meeting(goal)
-            worse = [t for t, v in self.quality_of.items() if t > ok and v < goal]
-            return bool(worse) and self.rate(ok) <= KNEE_RATE_TOL * self.rate(min(worse))
-        if not narrow(None):
-            self.find_quality(goal, above=self.best_meeting(goal), stop=narrow)
-        return self.best_meeting(goal)
+            def narrow(_pts):
+                if self.ceiling_psnr() > ceiling or (give_up is not None and give_up(goal)):
+                    return True
+                ok = self.best_meeting(goal)
+                worse = [t for t, v in self.quality_of.items() if t > ok and v < goal]
+                return bool(worse) and self.rate(ok) <= KNEE_RATE_TOL * self.rate(min(worse))
+            if not narrow(None):
+                self.find_quality(goal, above=self.best_meeting(goal), stop=narrow)
+            if self.ceiling_psnr() <= ceiling or (give_up is not None and give_up(goal)):
+                return self.best_meeting(goal)
 
     def knee(self, note):
         """The smallest file within QUALITY_SLACK of the ceiling (``note(lambda)`` explains)."""
@@ -387,14 +395,15 @@ def _knee_if_flat(s, t, target):
     quality is still rising at t: None, go on with t).  Nothing is coded here unless the
     knee is the answer.
     """
-    goal = s.ceiling_psnr() - QUALITY_SLACK
-    if any(u <= t and v < goal for u, v in s.quality_of.items()):
+    def rising(goal):                           # a point at or below t misses the goal
+        return any(u <= t and v < goal for u, v in s.quality_of.items())
+    if rising(s.ceiling_psnr() - QUALITY_SLACK):
         return None
-    k = s.knee_t(give_up=lambda: any(u <= t and v < goal for u, v in s.quality_of.items()))
-    if k < t or s.quality_of[k] < goal:
+    k = s.knee_t(give_up=rising)
+    ceiling = s.ceiling_psnr()
+    if k < t or s.quality_of[k] < ceiling - QUALITY_SLACK:
         return None
-    msg = (f"at {target:g} bpp the quality has stopped rising (ceiling "
-           f"{max(s.quality_of.values()):.2f} dB)")
+    msg = f"at {target:g} bpp the quality has stopped rising (ceiling {ceiling:.2f} dB)"
     s.say(msg)
     return s.encode(k, note=msg + f": this is the smallest file within {QUALITY_SLACK:g} dB "
                     f"of it (lambda {math.exp(k):.4g})", psnr=s.quality_of[k])
