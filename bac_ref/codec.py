@@ -423,7 +423,7 @@ class Encoder:
         lam_arr = np.asarray(lam, dtype=np.float64)
         if lam_arr.ndim == 0 and len(self._groups) == 1:
             # One group (up to GROUP_LATENTS latents): VBQ's lambda-independent half once per
-            # image (about 220 bytes a latent), then each lambda costs a fraction of a run.
+            # image (about 110 bytes a latent), then each lambda costs a fraction of a run.
             # (Kept with the arrays it was made from: a caller that swaps mu or sigma, as
             # the benchmark's blind quantizer does on a copy, gets a fresh one.)
             cached = self._candidates

@@ -479,14 +479,16 @@ class Candidates:
     """The half of VBQ that does not depend on lambda, for quantizing fixed latents at many lambdas.
 
     For latents mu, sigma of shape (C, ...) (channels along axis 0) and a prior with 1 or
-    C channels, it keeps, per latent and depth, the two bracketing grid points' validity,
-    their tie-break order and their distortion terms -((zhat - mu) / sigma)^2 / 2 (SPEC.md
-    §5.1-§5.3, computed in the fixed operation order), about 220 bytes per latent.  Then
-    :meth:`quantize` at any scalar lambda only adds -lam * L and picks the best point:
-    the result equals :func:`quantize` (same arrays, bit for bit), and :meth:`symbols`
-    equals :func:`quantize` followed by :func:`second_pass` (the tests compare both).  A
-    rate search (:mod:`bac_ref.ratecontrol`) builds this once per image; the three rounds
-    of the second pass reuse it too.
+    C channels, it keeps, per latent and depth, the distortion term -((zhat - mu) / sigma)^2
+    / 2 (SPEC.md §5.1, in its fixed operation order) of the better of the two bracketing
+    grid points and which one that is (SPEC.md §5.2), about 110 bytes per latent with j_lo
+    and mu, sigma.  Then :meth:`quantize` at any scalar lambda only subtracts lam * L and
+    picks the best depth; rounding can tie the two points only there, which is checked
+    per latent (tie rule 2 of §5.3, as the plain search does).  The result equals
+    :func:`quantize` (same arrays, bit for bit), and :meth:`symbols` equals :func:`quantize`
+    followed by :func:`second_pass` (the tests compare both).  A rate search
+    (:mod:`bac_ref.ratecontrol`) builds this once per image; the three rounds of the second
+    pass reuse it too.
     """
 
     def __init__(self, mu, sigma, prior: QuantilePrior | None, max_depth: int):
@@ -499,54 +501,59 @@ class Candidates:
         c = mu.shape[0]
         p = int(np.prod(mu.shape[1:], dtype=np.int64))
         self.channels, self.per_channel = c, p
-        mu_r = mu.reshape(c, p)
-        sg_r = np.broadcast_to(sigma, mu.shape).reshape(c, p)
+        self.mu = mu_r = mu.reshape(c, p)                                   # float64 (C, P)
+        self.sigma = sg_r = np.broadcast_to(sigma, mu.shape).reshape(c, p)
         g = n + 1
         if prior.num_channels > 1:
             jlo = grid_floor_rows(prior.table, mu_r, g)                      # (C, P)
         else:
             jlo = grid_floor_rows(prior.table, mu_r.reshape(1, -1), g).reshape(c, p)
         self.jlo = jlo
-        q = prior.table.reshape(-1)
-        k = prior.table_bits
-        width = prior.table.shape[1]
-        d = np.arange(g, dtype=np.int64)[:, None, None]                     # (N+1, 1, 1)
-        sh = n - d
-        cap = np.int64(1) << d
-        top = (np.int64(1) << g) - 1
         self.chunks = []
-        for c0, c1, p0, p1 in _chunks(c, p):
-            jl = jlo[c0:c1, p0:p1][None]                                      # (1, g, p)
-            mu_c = mu_r[c0:c1, p0:p1]
-            sg_c = sg_r[c0:c1, p0:p1]
-            if prior.num_channels > 1:
-                bb = (np.arange(c0, c1, dtype=np.int64) * width)[:, None]      # (g, 1)
-            else:
-                bb = np.zeros((1, 1), dtype=np.int64)
-            m = jl >> sh
-            k_lo = (m - 1) >> 1
-            k_hi = k_lo + 1
-            j_lo = (2 * k_lo + 1) << sh
-            j_hi = j_lo + (np.int64(2) << sh)
-            inf = np.isinf(sg_c)
-            neg = []
-            with np.errstate(over="ignore", under="ignore"):
-                for j in (np.maximum(j_lo, 1), np.minimum(j_hi, top)):
-                    v = ppf_level(q, k, j, g, bb)                           # (N+1, g, p)
-                    a = v - mu_c
-                    b = a / sg_c
-                    dist = (b * b) * 0.5
-                    if inf.any():
-                        dist[:, inf] = 0.0
-                    neg.append(-dist)
-            rho_lt = (j_hi - jl - 1) < (jl - j_lo)                          # tie rule 2
-            ok_lo, ok_hi = k_lo >= 0, k_hi < cap
-            # eff: the better valid side by distortion (rule 2 on equal distortions); alt: the
-            # other side where both are valid, NaN where only one is (never chosen).
-            eff_hi = ~ok_lo | (ok_hi & ((neg[1] > neg[0]) | ((neg[1] == neg[0]) & rho_lt)))
-            eff = np.where(eff_hi, neg[1], neg[0])
-            alt = np.where(ok_lo & ok_hi, np.where(eff_hi, neg[0], neg[1]), np.nan)
-            self.chunks.append((c0, c1, p0, p1, eff, alt, eff_hi, rho_lt))
+        with np.errstate(over="ignore", under="ignore"):
+            for c0, c1, p0, p1 in _chunks(c, p):
+                d = np.arange(g, dtype=np.int64)[:, None, None]             # (N+1, 1, 1)
+                cand = self._points(d, jlo[c0:c1, p0:p1][None], c0, c1)
+                j_lo, j_hi, ok_lo, ok_hi, rho_lt = cand
+                top = (np.int64(1) << g) - 1
+                neg_lo = self._neg_dist(np.maximum(j_lo, 1), c0, c1, p0, p1)   # (N+1, g, p)
+                neg_hi = self._neg_dist(np.minimum(j_hi, top), c0, c1, p0, p1)
+                # eff: the better valid side by distortion (rule 2 on equal distortions)
+                eff_hi = ~ok_lo | (ok_hi & ((neg_hi > neg_lo) | ((neg_hi == neg_lo) & rho_lt)))
+                self.chunks.append((c0, c1, p0, p1, np.where(eff_hi, neg_hi, neg_lo), eff_hi))
+
+    def _points(self, d, jl, c0, c1):
+        """The bracket at depth d (SPEC.md §5.2): level-(N+1) j of both points, validity, and
+        rule 2 (rho_hi < rho_lo); d and jl broadcast."""
+        sh = self.max_depth - d
+        k_lo = ((jl >> sh) - 1) >> 1                                        # -1: no lower point
+        j_lo = (2 * k_lo + 1) << sh
+        j_hi = j_lo + (np.int64(2) << sh)
+        ok_hi = (k_lo + 1) < (np.int64(1) << d)                              # 2^d: no upper point
+        return j_lo, j_hi, k_lo >= 0, ok_hi, (j_hi - jl - 1) < (jl - j_lo)
+
+    def _neg_dist(self, j, c0, c1, p0, p1, mask=None):
+        """-((F^-1(j / 2^(N+1)) - mu) / sigma)^2 / 2 in SPEC.md §5.1's order (0 where
+        sigma = inf) for the latents of a block (j: (..., g, p), or its entries at ``mask``)."""
+        prior = self.prior
+        width = prior.table.shape[1]
+        mu = self.mu[c0:c1, p0:p1]
+        sg = self.sigma[c0:c1, p0:p1]
+        if prior.num_channels > 1:
+            base = np.broadcast_to((np.arange(c0, c1, dtype=np.int64) * width)[:, None],
+                                   mu.shape)
+        else:
+            base = np.zeros(1, dtype=np.int64)
+        if mask is not None:
+            mu, sg = mu[mask], sg[mask]
+            base = base[mask] if base.size > 1 else base
+        v = ppf_level(prior.table.reshape(-1), prior.table_bits, j, self.max_depth + 1, base)
+        b = (v - mu) / sg
+        dist = (b * b) * 0.5
+        inf = np.isinf(sg)
+        if inf.any():
+            dist[..., inf] = 0.0
+        return -dist
 
     def _best(self, lam: float, lengths) -> tuple:
         """(depth, take_hi) of the best point per latent, (C, P) each, at ``lam`` with L = lengths."""
@@ -564,24 +571,31 @@ class Candidates:
         # monotone, so fl(max(a, b) - c) = max(fl(a - c), fl(b - c)), the value the plain
         # search keeps.  Only at the winning depth can rounding tie the two sides (then
         # rule 2, rho, decides, as in the plain search): checked there, per latent.
-        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            for c0, c1, p0, p1, eff, alt, eff_hi, rho_lt in self.chunks:
+        with np.errstate(over="ignore", under="ignore"):
+            for c0, c1, p0, p1, eff, eff_hi in self.chunks:
                 ll = (lam_l[:, c0:c1] if lam_l.shape[1] > 1 else lam_l)[:, :, None]
                 o = eff - ll                                                  # (N+1, g, p)
                 best = np.argmax(o, axis=0)                                   # (g, p)
                 size = best.size
                 at = (best * size + np.arange(size).reshape(best.shape)).reshape(-1)
-                o_b = o.reshape(-1)[at]
+                o_b = o.reshape(-1)[at].reshape(best.shape)
                 if ll.shape[1] > 1:                                          # per channel
-                    ll_b = ll[:, :, 0][best, np.arange(best.shape[0])[:, None]].reshape(-1)
+                    ll_b = ll[:, :, 0][best, np.arange(best.shape[0])[:, None]]
                 else:
-                    ll_b = ll.reshape(-1)[best.reshape(-1)]
-                tie = (alt.reshape(-1)[at] - ll_b) == o_b                      # False for NaN
-                side = eff_hi.reshape(-1)[at]
+                    ll_b = ll.reshape(-1)[best]
+                side = eff_hi.reshape(-1)[at].reshape(best.shape)
+                j_lo, j_hi, ok_lo, ok_hi, rho_lt = self._points(best, self.jlo[c0:c1, p0:p1],
+                                                                c0, c1)
+                both = ok_lo & ok_hi
+                j_alt = np.where(side, j_lo, j_hi)[both]
+                o_alt = self._neg_dist(j_alt, c0, c1, p0, p1, both) - ll_b[both]
+                tie = o_alt == o_b[both]
                 if tie.any():
-                    side = np.where(tie, rho_lt.reshape(-1)[at], side)
+                    pick = side[both]
+                    pick[tie] = rho_lt[both][tie]
+                    side[both] = pick
                 depth[c0:c1, p0:p1] = best
-                hi[c0:c1, p0:p1] = side.reshape(best.shape)
+                hi[c0:c1, p0:p1] = side
         return depth, hi
 
     def _result(self, depth, hi) -> Quantized:
