@@ -351,10 +351,21 @@ def encode_for_bpp(enc, target: float, second_pass: bool = True, progress=None):
     def f(t):
         return math.log(estimate(t)) + log_ratio(t) - math.log(target)
 
+    def below_knee_check(pts):                  # the root lies below a point < KNEE_CHECK_LAM
+        return not knee_checked and any(u < knee_t and v < 0 for u, v in pts)
+    knee_t, knee_checked = math.log(KNEE_CHECK_LAM), False
     t = math.log(START_LAM)
     for _ in range(3):
         pts = [(u, f(u)) for u in est]                       # the same runs, a new goal
-        t, status = solve(f, t, BPP_SLOPE, math.log(1 + BPP_TOL / 2), lo, hi, 12, pts)
+        t, status = solve(f, t, BPP_SLOPE, math.log(1 + BPP_TOL / 2), lo, hi, 12, pts,
+                          below_knee_check)
+        if status == "stop":                    # the target's lambda < t < KNEE_CHECK_LAM:
+            knee_checked = True                 # is the quality still rising at t?
+            knee = _knee_if_flat(s, t, target)
+            if knee is not None:
+                return knee
+            pts = [(u, f(u)) for u in est]
+            t, status = solve(f, t, BPP_SLOPE, math.log(1 + BPP_TOL / 2), lo, hi, 12, pts)
         lam = math.exp(t)
         if status == "low":                     # more bits than the smallest lambda gives
             return _too_large(s, target, est)

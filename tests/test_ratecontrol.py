@@ -106,6 +106,8 @@ def test_bpp_target_past_the_knee_gives_the_knee_coded_once():
     assert enc.rate_at(got) <= 1.05 * enc.rate_at(knee) and out.bpp < 0.7 * target
     assert enc.calls["encode"] == 1                   # nothing coded and thrown away
     assert enc.calls["quality"] <= 4, enc.calls       # the ceiling and 1-3 knee steps (was 11)
+    assert enc.calls["symbols"] <= 4, enc.calls       # the size search stops once the target's
+    #                                                   lambda is known to lie past KNEE_CHECK_LAM
 
 
 def test_bpp_target_before_the_knee_is_not_the_knee():
