@@ -450,7 +450,7 @@ class Encoder:
     def rate(self, q: vbq.Quantized) -> float:
         """bpp of the ideal code for q: the paper's estimate plus the header (no coding).
 
-        :func:`bac_ref.entropy_model.paper_rate_estimate`; real files measured 0.99-1.11
+        :func:`bac_ref.entropy_model.paper_rate_estimate`; real files measured 0.88-1.11
         times this (README, "Rate control").
         """
         bits = entropy_model.paper_rate_estimate(q.depth, q.index, self.max_depth)
