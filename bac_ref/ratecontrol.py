@@ -57,6 +57,7 @@ KNEE_RATE_TOL = 1.03        # the knee search stops when one more step would sav
 RATIO0 = 1.01               # first guess of real size / estimate, plus ...
 OVERHEAD_BITS = 2500        # ... the adaptive models' learning cost (matters on small images)
 LAMBDA_RANGE = (1e-4, 1e5)  # where the searches look
+RECENT_LATENTS = 1 << 21    # up to this many latents a search keeps its last two VBQ runs
 
 
 # PSNR against t = ln(lambda) falls about 2 dB per unit where lambda >= 1 and flattens
@@ -184,7 +185,9 @@ class _Search:
         self.progress = progress
         self.t0 = time.perf_counter()
         self.steps = 0
-        self.recent = {}                                 # t -> Quantized, the last two runs
+        self.recent = {}                                 # t -> Quantized, the last runs:
+        mu = getattr(enc, "mu", None)                    # two, one on large images (memory)
+        self.keep = 2 if mu is None or mu.size <= RECENT_LATENTS else 1
         self.quality_of = {}                             # t -> PSNR
         self.rate_of = {}                                # t -> estimated bpp
         self.ceiling = None                              # True once the smallest lambda ran
@@ -194,7 +197,7 @@ class _Search:
             return self.recent[t]
         q = self.enc.symbols(math.exp(t), self.second_pass)
         self.steps += 1
-        while len(self.recent) >= 2:
+        while len(self.recent) >= self.keep:
             del self.recent[next(iter(self.recent))]
         self.recent[t] = q
         return q
