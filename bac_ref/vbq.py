@@ -502,7 +502,7 @@ class Candidates:
         p = int(np.prod(mu.shape[1:], dtype=np.int64))
         self.channels, self.per_channel = c, p
         self.mu = mu_r = mu.reshape(c, p)                                   # float64 (C, P)
-        self.sigma = sg_r = np.broadcast_to(sigma, mu.shape).reshape(c, p)
+        self.sigma = np.broadcast_to(sigma, mu.shape).reshape(c, p)
         g = n + 1
         if prior.num_channels > 1:
             jlo = grid_floor_rows(prior.table, mu_r, g)                      # (C, P)
@@ -513,8 +513,7 @@ class Candidates:
         with np.errstate(over="ignore", under="ignore"):
             for c0, c1, p0, p1 in _chunks(c, p):
                 d = np.arange(g, dtype=np.int64)[:, None, None]             # (N+1, 1, 1)
-                cand = self._points(d, jlo[c0:c1, p0:p1][None], c0, c1)
-                j_lo, j_hi, ok_lo, ok_hi, rho_lt = cand
+                j_lo, j_hi, ok_lo, ok_hi, rho_lt = self._points(d, jlo[c0:c1, p0:p1][None])
                 top = (np.int64(1) << g) - 1
                 neg_lo = self._neg_dist(np.maximum(j_lo, 1), c0, c1, p0, p1)   # (N+1, g, p)
                 neg_hi = self._neg_dist(np.minimum(j_hi, top), c0, c1, p0, p1)
@@ -522,7 +521,7 @@ class Candidates:
                 eff_hi = ~ok_lo | (ok_hi & ((neg_hi > neg_lo) | ((neg_hi == neg_lo) & rho_lt)))
                 self.chunks.append((c0, c1, p0, p1, np.where(eff_hi, neg_hi, neg_lo), eff_hi))
 
-    def _points(self, d, jl, c0, c1):
+    def _points(self, d, jl):
         """The bracket at depth d (SPEC.md §5.2): level-(N+1) j of both points, validity, and
         rule 2 (rho_hi < rho_lo); d and jl broadcast."""
         sh = self.max_depth - d
@@ -556,7 +555,7 @@ class Candidates:
         return -dist
 
     def _best(self, lam: float, lengths) -> tuple:
-        """(depth, take_hi) of the best point per latent, (C, P) each, at ``lam`` with L = lengths."""
+        """(depth, take_hi) of the best point per latent, (C, P) each, at ``lam``, L = lengths."""
         n = self.max_depth
         lam = float(lam)
         if not (np.isfinite(lam) and lam >= 0):
@@ -584,8 +583,7 @@ class Candidates:
                 else:
                     ll_b = ll.reshape(-1)[best]
                 side = eff_hi.reshape(-1)[at].reshape(best.shape)
-                j_lo, j_hi, ok_lo, ok_hi, rho_lt = self._points(best, self.jlo[c0:c1, p0:p1],
-                                                                c0, c1)
+                j_lo, j_hi, ok_lo, ok_hi, rho_lt = self._points(best, self.jlo[c0:c1, p0:p1])
                 both = ok_lo & ok_hi
                 j_alt = np.where(side, j_lo, j_hi)[both]
                 o_alt = self._neg_dist(j_alt, c0, c1, p0, p1, both) - ll_b[both]

@@ -105,11 +105,13 @@ def main(argv=None) -> int:
                     bpp = float(line.split(" bpp")[0].split()[-1])
                     psnr = (float(line.split("(PSNR ")[1].split()[0]) if "(PSNR " in line
                             else float("nan"))
-                    err = (f"{100 * (bpp / v - 1):+7.2f}%" if kind == "bpp" else f"{psnr - v:+7.3f}")
+                    err = (f"{100 * (bpp / v - 1):+7.2f}%" if kind == "bpp"
+                           else f"{psnr - v:+7.3f}")
                     note = line.split("; ", 1)[1] if "; " in line else ""
                     ratios.append(cpu / c_ref)
                     wall_ratios.append(wall / w_ref)
-                    print(f"  {'--' + kind + ' ' + format(v, 'g'):>12} {cpu:6.2f} {cpu / c_ref:6.2f} "
+                    name = "--" + kind + " " + format(v, "g")
+                    print(f"  {name:>12} {cpu:6.2f} {cpu / c_ref:6.2f} "
                           f"{wall / w_ref:6.2f} {bpp:7.4f} {err:>8} {psnr:7.2f}  "
                           f"{_split((cpu, wall, line, stages))}"
                           + (f"; {note[:70]}" if note else ""))
