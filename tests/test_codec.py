@@ -376,3 +376,11 @@ def test_encoder_symbols_reuse_vbq_work_and_equal_plain_vbq(crop):
     want = vbq.quantize(mu, blind.sigma, 3.0, enc.prior, enc.max_depth, axis=0)
     assert np.array_equal(blind.symbols(3.0, second_pass=False).depth, want.depth)
     assert not np.array_equal(want.depth, enc.symbols(3.0, second_pass=False).depth)
+
+
+def test_target_search_reports_its_vbq_time(crop):
+    """--verbose's stage times after a search: VBQ is the time of all its runs (it read
+    0.000 s, the final coding's share, when the search handed over its symbols)."""
+    enc = codec.compress_details(crop, bpp=0.5)
+    assert enc.times["search steps (VBQ runs)"] >= 1 and enc.times["VBQ"] > 0
+    assert enc.times["search"] >= 0
