@@ -647,12 +647,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                            "larger = smaller file)")
     rate.add_argument("--bpp", type=_finite("bpp"), metavar="B",
                       help="search lambda for a file of B bits per pixel (within 2 %%): rates "
-                           "are predicted without coding, so it costs about 1.5-2x one --lam "
-                           "compress; a size beyond the model's reach gives the closest file, "
-                           "never more bytes than the best quality needs")
+                           "are predicted without coding, so it costs about 1-2x one --lam "
+                           "compress (more for sizes far above --lam 3's: coding time grows "
+                           "with the file); a size beyond the model's reach gives the closest "
+                           "file, never more bytes than the best quality needs")
     rate.add_argument("--psnr", type=_finite("psnr"), metavar="P",
                       help="search lambda for the smallest file with PSNR >= P dB (within "
-                           "0.05 dB): 2-4 trial decodes, about 1.5-2.5x one --lam compress; a "
+                           "0.05 dB): 2-4 trial decodes, about 1.3-2x one --lam compress; a "
                            "quality beyond the model's reach is said at once and gives the "
                            "smallest file within 0.1 dB of the best it can do")
     c.add_argument("--out-dir", metavar="DIR", help="compress every IN to DIR/<name>.bac")

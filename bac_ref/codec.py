@@ -394,6 +394,7 @@ class Encoder:
         self._groups = [(c, min(c + step, m)) for c in range(0, m, step)]
         self._priors = {}
         self._pixels = None
+        self._candidates = None                   # (mu, sigma, vbq.Candidates), on first use
 
     @property
     def num_pixels(self) -> int:
@@ -420,14 +421,24 @@ class Encoder:
         """
         _check_lam(lam)
         lam_arr = np.asarray(lam, dtype=np.float64)
+        if lam_arr.ndim == 0 and len(self._groups) == 1:
+            # One group (up to GROUP_LATENTS latents): VBQ's lambda-independent half once per
+            # image (about 110 bytes a latent), then each lambda costs a fraction of a run.
+            # (Kept with the arrays it was made from: a caller that swaps mu or sigma, as
+            # the benchmark's blind quantizer does on a copy, gets a fresh one.)
+            cached = self._candidates
+            if cached is None or cached[0] is not self.mu or cached[1] is not self.sigma:
+                cached = self._candidates = (self.mu, self.sigma, vbq.Candidates(
+                    self.mu, self.sigma, self.prior, self.max_depth))
+            return cached[2].symbols(float(lam_arr), second_pass)
         if lam_arr.ndim:
             lam_arr = np.broadcast_to(lam_arr, self.mu.shape)             # (M, h, w)
         depth = np.empty(self.mu.shape, dtype=np.int64)                   # (M, h, w)
         index = np.empty(self.mu.shape, dtype=np.int64)
         zhat = np.empty(self.mu.shape, dtype=np.float64)
         for c0, c1 in self._groups:
-            mu = self.mu[c0:c1].astype(np.float64)                        # (G, h, w)
-            sigma = self.sigma[c0:c1].astype(np.float64)
+            mu = self.mu[c0:c1].astype(np.float64, copy=False)            # (G, h, w)
+            sigma = self.sigma[c0:c1].astype(np.float64, copy=False)
             lam_g = lam_arr[c0:c1] if lam_arr.ndim else lam_arr
             prior = self._group_prior(c0, c1)
             q = vbq.quantize(mu, sigma, lam_g, prior, self.max_depth, axis=0)
@@ -439,7 +450,7 @@ class Encoder:
     def rate(self, q: vbq.Quantized) -> float:
         """bpp of the ideal code for q: the paper's estimate plus the header (no coding).
 
-        :func:`bac_ref.entropy_model.paper_rate_estimate`; real files measured 0.99-1.11
+        :func:`bac_ref.entropy_model.paper_rate_estimate`; real files measured 0.88-1.11
         times this (README, "Rate control").
         """
         bits = entropy_model.paper_rate_estimate(q.depth, q.index, self.max_depth)

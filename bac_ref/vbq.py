@@ -441,11 +441,218 @@ def depth_code_lengths(depth, max_depth: int, num_channels: int = 1, axis: int =
     rows = _to_rows(d, num_channels, axis) if num_channels > 1 else d.reshape(1, -1)
     if num_channels > 1 and d.shape[axis] != num_channels:
         raise ValueError(f"depth has {d.shape[axis]} entries along axis {axis}, not {num_channels}")
-    out = np.empty((len(rows), n + 1), dtype=np.float64)
     scale = 2.0 ** -LOG2_FRAC_BITS
-    for c, r in enumerate(rows):
-        counts = np.bincount(r, minlength=n + 1).tolist()
-        lg_total = log2_fixed(len(r) + n + 1)
-        for k in range(n + 1):
-            out[c, k] = float((k << LOG2_FRAC_BITS) + lg_total - log2_fixed(counts[k] + 1)) * scale
-    return out
+    c, size = rows.shape
+    counts = np.bincount((np.arange(c, dtype=np.int64)[:, None] * (n + 1) + rows).reshape(-1),
+                         minlength=c * (n + 1)).reshape(c, n + 1)          # n_c(d)
+    lg_total = log2_fixed(size + n + 1)
+    k = np.arange(n + 1, dtype=np.int64) << LOG2_FRAC_BITS
+    fixed = k[None, :] + lg_total - _log2_fixed_array(counts + 1)          # exact integers
+    return fixed.astype(np.float64) * scale
+
+
+def _log2_fixed_array(x: np.ndarray) -> np.ndarray:
+    """:func:`log2_fixed` of every entry of an int64 array of values in 1..2^52, vectorised.
+
+    The same integer algorithm in uint64 (mantissas below 2^32, so the squares fit), so the
+    same integers: the tests compare it with :func:`log2_fixed` entry by entry.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    if x.size and (x.min() < 1 or x.max() >= 1 << 52):
+        raise ValueError("_log2_fixed_array takes integers in 1..2^52 - 1")
+    e = np.frexp(x.astype(np.float64))[1].astype(np.int64) - 1         # exact below 2^53
+    xu = x.astype(np.uint64)
+    up = np.maximum(31 - e, 0).astype(np.uint64)
+    down = np.maximum(e - 31, 0).astype(np.uint64)
+    m = (xu << up) >> down                                              # in [2^31, 2^32)
+    frac = np.zeros(x.shape, dtype=np.uint64)
+    top = np.uint64(1 << 32)
+    for i in range(LOG2_FRAC_BITS):
+        m = (m * m) >> np.uint64(31)
+        over = m >= top
+        m = np.where(over, m >> np.uint64(1), m)
+        frac |= over.astype(np.uint64) << np.uint64(LOG2_FRAC_BITS - 1 - i)
+    return (e << LOG2_FRAC_BITS) | frac.astype(np.int64)
+
+
+class Candidates:
+    """The half of VBQ that does not depend on lambda, for quantizing fixed latents at many lambdas.
+
+    For latents mu, sigma of shape (C, ...) (channels along axis 0) and a prior with 1 or
+    C channels, it keeps, per latent and depth, the distortion term -((zhat - mu) / sigma)^2
+    / 2 (SPEC.md §5.1, in its fixed operation order) of the better of the two bracketing
+    grid points and which one that is (SPEC.md §5.2), about 110 bytes per latent with j_lo
+    and mu, sigma.  Then :meth:`quantize` at any scalar lambda only subtracts lam * L and
+    picks the best depth; rounding can tie the two points only there, which is checked
+    per latent (tie rule 2 of §5.3, as the plain search does).  The result equals
+    :func:`quantize` (same arrays, bit for bit), and :meth:`symbols` equals :func:`quantize`
+    followed by :func:`second_pass` (the tests compare both).  A rate search
+    (:mod:`bac_ref.ratecontrol`) builds this once per image; the three rounds of the second
+    pass reuse it too.
+    """
+
+    def __init__(self, mu, sigma, prior: QuantilePrior | None, max_depth: int):
+        n, mu, sigma, _, prior, _, nch, _ = _prepare(mu, sigma, 0.0, prior, max_depth, None, 0)
+        if mu.ndim < 1:
+            raise ValueError("Candidates needs latents with a channel axis (axis 0)")
+        self.shape = mu.shape
+        self.max_depth = n
+        self.prior = prior
+        c = mu.shape[0]
+        p = int(np.prod(mu.shape[1:], dtype=np.int64))
+        self.channels, self.per_channel = c, p
+        self.mu = mu_r = mu.reshape(c, p)                                   # float64 (C, P)
+        self.sigma = np.broadcast_to(sigma, mu.shape).reshape(c, p)
+        g = n + 1
+        if prior.num_channels > 1:
+            jlo = grid_floor_rows(prior.table, mu_r, g)                      # (C, P)
+        else:
+            jlo = grid_floor_rows(prior.table, mu_r.reshape(1, -1), g).reshape(c, p)
+        self.jlo = jlo
+        self.chunks = []
+        with np.errstate(over="ignore", under="ignore"):
+            for c0, c1, p0, p1 in _chunks(c, p):
+                d = np.arange(g, dtype=np.int64)[:, None, None]             # (N+1, 1, 1)
+                j_lo, j_hi, ok_lo, ok_hi, rho_lt = self._points(d, jlo[c0:c1, p0:p1][None])
+                top = (np.int64(1) << g) - 1
+                neg_lo = self._neg_dist(np.maximum(j_lo, 1), c0, c1, p0, p1)   # (N+1, g, p)
+                neg_hi = self._neg_dist(np.minimum(j_hi, top), c0, c1, p0, p1)
+                # eff: the better valid side by distortion (rule 2 on equal distortions)
+                eff_hi = ~ok_lo | (ok_hi & ((neg_hi > neg_lo) | ((neg_hi == neg_lo) & rho_lt)))
+                self.chunks.append((c0, c1, p0, p1, np.where(eff_hi, neg_hi, neg_lo), eff_hi))
+
+    def _points(self, d, jl):
+        """The bracket at depth d (SPEC.md §5.2): level-(N+1) j of both points, validity, and
+        rule 2 (rho_hi < rho_lo); d and jl broadcast."""
+        sh = self.max_depth - d
+        k_lo = ((jl >> sh) - 1) >> 1                                        # -1: no lower point
+        j_lo = (2 * k_lo + 1) << sh
+        j_hi = j_lo + (np.int64(2) << sh)
+        ok_hi = (k_lo + 1) < (np.int64(1) << d)                              # 2^d: no upper point
+        return j_lo, j_hi, k_lo >= 0, ok_hi, (j_hi - jl - 1) < (jl - j_lo)
+
+    def _neg_dist(self, j, c0, c1, p0, p1, mask=None):
+        """-((F^-1(j / 2^(N+1)) - mu) / sigma)^2 / 2 in SPEC.md §5.1's order (0 where
+        sigma = inf) for the latents of a block (j: (..., g, p), or its entries at ``mask``)."""
+        prior = self.prior
+        width = prior.table.shape[1]
+        mu = self.mu[c0:c1, p0:p1]
+        sg = self.sigma[c0:c1, p0:p1]
+        if prior.num_channels > 1:
+            base = np.broadcast_to((np.arange(c0, c1, dtype=np.int64) * width)[:, None],
+                                   mu.shape)
+        else:
+            base = np.zeros(1, dtype=np.int64)
+        if mask is not None:
+            mu, sg = mu[mask], sg[mask]
+            base = base[mask] if base.size > 1 else base
+        v = ppf_level(prior.table.reshape(-1), prior.table_bits, j, self.max_depth + 1, base)
+        b = (v - mu) / sg
+        dist = (b * b) * 0.5
+        inf = np.isinf(sg)
+        if inf.any():
+            dist[..., inf] = 0.0
+        return -dist
+
+    def _best(self, lam: float, lengths) -> tuple:
+        """(depth, take_hi) of the best point per latent, (C, P) each, at ``lam``, L = lengths."""
+        n = self.max_depth
+        lam = float(lam)
+        if not (np.isfinite(lam) and lam >= 0):
+            raise ValueError("lam must be finite and >= 0")
+        if lengths is None:
+            lam_l = (lam * np.arange(n + 1, dtype=np.float64))[:, None]         # (N+1, 1)
+        else:
+            lam_l = (lam * lengths).T                                         # (N+1, C or 1)
+        depth = np.empty((self.channels, self.per_channel), dtype=np.int64)
+        hi = np.empty((self.channels, self.per_channel), dtype=bool)
+        # The objective of the better side at each depth is fl(eff - lam L): rounding is
+        # monotone, so fl(max(a, b) - c) = max(fl(a - c), fl(b - c)), the value the plain
+        # search keeps.  Only at the winning depth can rounding tie the two sides (then
+        # rule 2, rho, decides, as in the plain search): checked there, per latent.
+        with np.errstate(over="ignore", under="ignore"):
+            for c0, c1, p0, p1, eff, eff_hi in self.chunks:
+                ll = (lam_l[:, c0:c1] if lam_l.shape[1] > 1 else lam_l)[:, :, None]
+                o = eff - ll                                                  # (N+1, g, p)
+                best = np.argmax(o, axis=0)                                   # (g, p)
+                size = best.size
+                at = (best * size + np.arange(size).reshape(best.shape)).reshape(-1)
+                o_b = o.reshape(-1)[at].reshape(best.shape)
+                if ll.shape[1] > 1:                                          # per channel
+                    ll_b = ll[:, :, 0][best, np.arange(best.shape[0])[:, None]]
+                else:
+                    ll_b = ll.reshape(-1)[best]
+                side = eff_hi.reshape(-1)[at].reshape(best.shape)
+                j_lo, j_hi, ok_lo, ok_hi, rho_lt = self._points(best, self.jlo[c0:c1, p0:p1])
+                both = ok_lo & ok_hi
+                j_alt = np.where(side, j_lo, j_hi)[both]
+                o_alt = self._neg_dist(j_alt, c0, c1, p0, p1, both) - ll_b[both]
+                tie = o_alt == o_b[both]
+                if tie.any():
+                    pick = side[both]
+                    pick[tie] = rho_lt[both][tie]
+                    side[both] = pick
+                depth[c0:c1, p0:p1] = best
+                hi[c0:c1, p0:p1] = side
+        return depth, hi
+
+    def _result(self, depth, hi) -> Quantized:
+        n = self.max_depth
+        sh = n - depth
+        index = (((self.jlo >> sh) - 1) >> 1) + hi
+        j = (2 * index + 1) << sh
+        prior = self.prior
+        if prior.num_channels > 1:
+            base = (np.arange(self.channels, dtype=np.int64)
+                    * prior.table.shape[1])[:, None]
+        else:
+            base = 0
+        zhat = ppf_level(prior.table.reshape(-1), prior.table_bits, j, n + 1, base)
+        return Quantized(depth.reshape(self.shape), index.reshape(self.shape),
+                         zhat.reshape(self.shape), n)
+
+    def _lengths(self, lengths):
+        if lengths is None:
+            return None
+        cl = np.asarray(lengths, dtype=np.float64)
+        if cl.ndim == 1:
+            cl = cl[None, :]
+        if cl.shape not in ((1, self.max_depth + 1), (self.channels, self.max_depth + 1)):
+            raise ValueError(f"code_length must be (1 or {self.channels}, {self.max_depth + 1})")
+        if not (np.all(np.isfinite(cl)) and np.all(cl >= 0)):
+            raise ValueError("code_length must be finite and >= 0")
+        return cl
+
+    def quantize(self, lam: float, code_length=None) -> Quantized:
+        """:func:`quantize` of these latents at scalar ``lam`` (axis 0), bit for bit."""
+        return self._result(*self._best(lam, self._lengths(code_length)))
+
+    def symbols(self, lam: float, second_pass: bool = True,
+                rounds: int = SECOND_PASS_ROUNDS) -> Quantized:
+        """:func:`quantize`, then (by default) :func:`second_pass` with one channel per row."""
+        depth, hi = self._best(lam, None)
+        if second_pass:
+            for _ in range(rounds):
+                lengths = depth_code_lengths(depth, self.max_depth, self.channels)
+                nd, nh = self._best(lam, lengths)
+                same = np.array_equal(nd, depth)
+                depth, hi = nd, nh
+                if same:
+                    break
+        return self._result(depth, hi)
+
+
+_CANDIDATE_CHUNK = 1 << 15        # latents per block of Candidates' tables
+
+
+def _chunks(c: int, p: int):
+    """(c0, c1, p0, p1) blocks of about _CANDIDATE_CHUNK latents: whole channels, or pieces."""
+    size = _CANDIDATE_CHUNK
+    if p <= size:
+        step = max(1, size // max(p, 1))
+        for c0 in range(0, c, step):
+            yield c0, min(c0 + step, c), 0, p
+    else:
+        for c0 in range(c):
+            for p0 in range(0, p, size):
+                yield c0, c0 + 1, p0, min(p0 + size, p)

@@ -461,7 +461,7 @@ def test_help_texts(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("usage: bac-ref conform")
     r = run_module("compress", "--help", cwd=tmp_path)
     text = " ".join(r.stdout.split())
-    assert "costs about" in text and "1.5-2x one --lam compress" in text       # --bpp
+    assert "costs about" in text and "1-2x one --lam compress" in text         # --bpp
     assert "2-4 trial decodes" in text                                        # --psnr
     assert "BLAS threads" in text and "--skip-existing" in text
 

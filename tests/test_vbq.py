@@ -424,3 +424,89 @@ def test_channel_mismatch_errors():
         vbq.quantize(np.zeros((3, 2)), 1.0, 1.0, prior, axis=2)
     with pytest.raises(ValueError, match="code_length has 2 channels"):
         vbq.quantize(np.zeros((3, 2)), 1.0, 1.0, prior, code_length=np.zeros((2, 11)))
+
+
+# vbq.Candidates: VBQ's lambda-independent half kept for many lambdas (rate searches)
+CANDIDATE_ROWS = [("std_normal", 10), ("gaussian3", 4), ("gaussian3", 10), ("narrow", 10),
+                  ("empirical3", 10), ("empirical3", 1)]
+
+
+@pytest.mark.parametrize("name,n", CANDIDATE_ROWS)
+def test_candidates_equal_quantize(name, n):
+    # the same arrays, bit for bit, as quantize at scalar lambdas (0, tiny, typical, 1e300),
+    # with L = depth and with per-channel code lengths; on the hard cases (extreme mu, sigma
+    # 5e-324 .. inf, grid points and their neighbours, ties)
+    prior = PRIORS[name]
+    rng = np.random.default_rng([RNG_SEED, n, len(name), 7])
+    mu, sigma, _ = _hard_cases(rng, prior, n, 600)
+    mu = mu.reshape(prior.num_channels, 20, 30)                     # (C, h, w)
+    sigma = sigma.reshape(mu.shape)
+    cand = vbq.Candidates(mu, sigma, prior, n)
+    cl = rng.uniform(0, 20, (prior.num_channels, n + 1))
+    for lam in (0.0, 1e-9, 0.3, 3.0, 1e300):
+        for lengths in (None, cl, cl[:1]):
+            want = vbq.quantize(mu, sigma, lam, prior, n, code_length=lengths, axis=0)
+            assert _same(cand.quantize(lam, lengths), want), (lam, lengths is None)
+
+
+def test_candidates_one_channel_prior_and_channel_blocks(monkeypatch):
+    # a one-channel prior serving 5 latent channels, channels longer and shorter than a block
+    monkeypatch.setattr(vbq, "_CANDIDATE_CHUNK", 64)
+    rng = np.random.default_rng(3)
+    for shape in ((5, 3, 7), (5, 13, 11)):
+        mu = rng.standard_normal(shape) * 2
+        sigma = np.exp(rng.uniform(-4, 1, shape))
+        cand = vbq.Candidates(mu, sigma, P.standard_normal(), 8)
+        cl = rng.uniform(0, 12, (5, 9))
+        for lam in (0.05, 2.0):
+            want = vbq.quantize(mu, sigma, lam, P.standard_normal(), 8, code_length=cl, axis=0)
+            assert _same(cand.quantize(lam, cl), want)
+            first = vbq.quantize(mu, sigma, lam, P.standard_normal(), 8, axis=0)
+            want = vbq.second_pass(first, mu, sigma, lam, P.standard_normal(), 8, 5, axis=0)
+            assert _same(cand.symbols(lam), want)
+            assert _same(cand.symbols(lam, second_pass=False), first)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2 ** 32 - 1), st.sampled_from([0.03, 0.3, 3.0, 30.0]))
+def test_candidates_symbols_equal_second_pass(seed, lam):
+    # Candidates.symbols = quantize, then second_pass's three rounds (SPEC.md §5.4)
+    rng = np.random.default_rng(seed)
+    prior = PRIORS["empirical3"]
+    mu = rng.standard_normal((3, 6, 9)) * rng.uniform(0.2, 3.0, (3, 1, 1))
+    sigma = np.exp(rng.uniform(-4, 1, mu.shape))
+    first = vbq.quantize(mu, sigma, lam, prior, 10, axis=0)
+    want = vbq.second_pass(first, mu, sigma, lam, prior, 10, 3, axis=0)
+    assert _same(vbq.Candidates(mu, sigma, prior, 10).symbols(lam), want)
+
+
+def test_candidates_refuse_bad_input():
+    cand = vbq.Candidates(np.zeros((2, 3)), np.ones((2, 3)), None, 4)
+    for lam in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            cand.quantize(lam)
+    with pytest.raises(ValueError):
+        cand.quantize(1.0, np.ones((3, 5)))            # 3 channels of code lengths for 2
+    with pytest.raises(ValueError):
+        vbq.Candidates(np.zeros((2, 3)), -np.ones((2, 3)), None, 4)
+
+
+def test_log2_fixed_array_equals_the_scalar_algorithm():
+    rng = np.random.default_rng(11)
+    x = np.concatenate([np.arange(1, 3000), rng.integers(1, 1 << 52, 3000),
+                        (1 << np.arange(52)), (1 << np.arange(1, 52)) - 1])
+    assert np.array_equal(vbq._log2_fixed_array(x), [vbq.log2_fixed(int(v)) for v in x])
+    with pytest.raises(ValueError):
+        vbq._log2_fixed_array(np.array([0]))
+
+
+def test_depth_code_lengths_equal_the_scalar_formula():
+    # the vectorised table = SPEC.md §5.4's integer formula, entry by entry
+    rng = np.random.default_rng(12)
+    depth = rng.integers(0, 11, (7, 50)) * (rng.random((7, 50)) < 0.7)
+    cl = vbq.depth_code_lengths(depth, 10, num_channels=7, axis=0)
+    lg = vbq.log2_fixed
+    for c in range(7):
+        counts = np.bincount(depth[c], minlength=11)
+        for d in range(11):
+            assert cl[c, d] == ((d << 32) + lg(50 + 11) - lg(int(counts[d]) + 1)) * 2.0 ** -32
