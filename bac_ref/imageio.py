@@ -27,9 +27,9 @@ from a file name's extension (anything else is refused); ``encode_png(pixels) ->
 and ``write_png(path_or_file, pixels)``:
 uint8 or uint16 arrays of shape (H, W) or (H, W, C), C in {1, 2, 3, 4}, become a
 non-interlaced PNG (colour type 0, 4, 2 or 6) with one filter per row chosen by
-the minimum-sum-of-absolute-differences heuristic, deflated at zlib level 6 with the
-Z_FILTERED strategy (libpng's choice for filtered rows), in 1 MiB bands on all CPUs
-(one zlib stream; the bytes do not depend on the thread count).  Writing to
+the minimum-sum-of-absolute-differences heuristic, deflated at zlib level 6 in 1 MiB
+bands on all CPUs (one zlib stream; the bytes do not depend on the thread count, and an
+image of one band gets exactly ``zlib.compress``'s stream).  Writing to
 a path is atomic (temporary file in the same folder, then ``os.replace``) and
 refuses to replace an existing file unless ``overwrite=True``.
 
@@ -718,9 +718,9 @@ def _deflate_band(rows: np.ndarray, r0: int, r1: int, bpp: int, level: int, last
     prev = rows[a - 1] if a > 0 else np.zeros(rows.shape[1], np.uint8)
     filtered = _filter_rows(rows[a:r1], prev, bpp).tobytes()
     head, body = filtered[:back * n], filtered[back * n:]
-    comp = (zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_FILTERED,
+    comp = (zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY,
                              head[-_DEFLATE_WINDOW:]) if head
-            else zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_FILTERED))
+            else zlib.compressobj(level, zlib.DEFLATED, -15, 8))
     z = comp.compress(body) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
     return z, body
 
