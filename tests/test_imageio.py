@@ -773,9 +773,9 @@ def test_encode_png_bands_are_one_stream_whatever_the_threads(monkeypatch):
     assert len(raw) == 97 * 301
     # each band is primed with the 32 KiB before it: the repeated rows cost almost nothing,
     # as in a single stream (without the priming they would cost about 6,000 bytes again)
-    whole = zlib.compress(raw, 6)
+    whole = zlib.compress(raw, imageio.PNG_LEVEL)
     assert len(z) < len(whole) + 1000
     # an image of one band is exactly zlib.compress's stream (vectors' recon.png stay put)
     monkeypatch.setattr(imageio, "PNG_BAND_BYTES", 1 << 20)
     z1 = b"".join(_chunks_of(encode_png(pixels), b"IDAT"))
-    assert z1 == zlib.compress(zlib.decompress(z1), 6)
+    assert z1 == zlib.compress(zlib.decompress(z1), imageio.PNG_LEVEL)

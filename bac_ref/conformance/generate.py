@@ -871,7 +871,7 @@ def _recon_png(pixels, folder: Path = None, data: bytes = None) -> bytes:
     """recon.png of ``pixels``; or the folder's present recon.png when its file.bac is
     ``data`` and its pixels are within the tolerance of ``pixels`` (SPEC.md §10): g_s in
     float32 differs across machines, and regenerating elsewhere must not churn the file."""
-    fresh = encode_png(pixels)
+    fresh = encode_png(pixels, compress_level=6)          # the vectors' PNGs stay byte-stable
     if folder is not None and (folder / "recon.png").exists() and (folder / "file.bac").exists():
         if (folder / "file.bac").read_bytes() == data:
             old = (folder / "recon.png").read_bytes()
@@ -1005,7 +1005,7 @@ def generate(dest, model=None, only=None, report=print) -> list:
         if not wanted(cid):
             continue
         model = model_for(cid)
-        png = encode_png(pixels)
+        png = encode_png(pixels, compress_level=6)
         lam = params["lam"]
         n = params.get("max_depth", codec.DEFAULT_MAX_DEPTH)
         second = params.get("second_pass", False)
