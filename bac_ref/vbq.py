@@ -49,6 +49,13 @@ the tests check it on >10^5 cases.  With L non-decreasing in depth (L = d)
 rules (2) and (3) never act: two tied points of the winning depth would enclose
 a shallower point with at least the same O.  All of it uses IEEE-754 basic
 operations only, so the encoder's choice is also reproducible across platforms.
+
+Many lambdas for the same latents (a rate search, :mod:`bac_ref.ratecontrol`):
+:class:`Candidates` computes the half of the search that does not depend on lambda
+(the bracket points, their validity, tie order and distortion terms) once, and each
+lambda then costs one subtraction and one argmax over depths.  It is an optimisation
+of :func:`quantize` / :func:`second_pass`, not a second rule: same arrays, bit for bit
+(the tests compare them).  Read :func:`quantize` first.
 """
 from __future__ import annotations
 
@@ -61,7 +68,7 @@ from .priors import MAX_DEPTH, QuantilePrior, grid_floor_rows, ppf_level, standa
 __all__ = [
     "MAX_DEPTH", "Quantized", "quantize", "quantize_exhaustive", "dequantize",
     "grid_j", "grid_depth_index", "depth_code_lengths", "log2_fixed", "second_pass",
-    "SECOND_PASS_ROUNDS",
+    "SECOND_PASS_ROUNDS", "Candidates",
 ]
 
 _CHUNK = 1 << 12                 # latents per block: (N+1, 4096) arrays stay in cache
