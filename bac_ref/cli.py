@@ -779,7 +779,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
     except (UsageError, _Reported) as exc:
+        if isinstance(exc.__cause__, BrokenPipeError):
+            return _reader_gone()
         if debug and exc.__cause__ is not None:
             cause = exc.__cause__
             traceback.print_exception(type(cause), cause, cause.__traceback__)
@@ -796,6 +800,15 @@ def main(argv=None) -> int:
         _err(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
              f"(rerun with {DEBUG_ENV}=1 for the traceback)")
         return 1
+
+
+def _reader_gone() -> int:
+    """stdout's reader went away (``bac-ref info x.bac | head``): stop quietly, as cat does.
+
+    stdout is pointed at /dev/null so that the interpreter's last flush cannot fail again.
+    """
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141                                     # 128 + SIGPIPE: what a shell reports for cat
 
 
 if __name__ == "__main__":

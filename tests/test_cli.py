@@ -370,6 +370,23 @@ def test_stdin_stdout_both_ways(images, tmp_path):
     assert np.array_equal(decode_image(r2.stdout).pixels, codec.decompress(r.stdout))
 
 
+def test_a_reader_that_goes_away_is_not_an_error(images, tmp_path):
+    """`bac-ref info x.bac | head`, `compress - - | head -c 10`: quiet, exit 141 like cat."""
+    bac = tmp_path / "x.bac"
+    bac.write_bytes(codec.compress(images / "rgb.png", 5.0))
+    for argv in (["info", bac], ["decompress", bac, "-"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)                                  # the reader is gone before we write
+        try:
+            r = subprocess.run([sys.executable, "-m", "bac_ref", *map(str, argv)],
+                               stdout=write_end, stderr=subprocess.PIPE, cwd=tmp_path,
+                               env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+        finally:
+            os.close(write_end)
+        assert r.returncode == 141, r.stderr
+        assert r.stderr.decode().strip() == "", r.stderr    # no "error: Broken pipe"
+
+
 def test_output_is_input_is_refused(capsys, images, tmp_path):
     src = tmp_path / "self.png"
     src.write_bytes((images / "rgb.png").read_bytes())
