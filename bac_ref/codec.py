@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import bitstream, entropy_model, tiling, vbq
+from .g_a import DOWNSAMPLING
 from .errors import BitstreamError, ModelFileError
 from .imageio import ImageData, read_image
 from .metrics import psnr, psnr_from_sse, sse_uint8  # noqa: F401  (codec.psnr is public API)
@@ -291,7 +292,7 @@ def reconstruct(model, zhat: np.ndarray, size, grey: bool, progress=None) -> np.
     """The decoded pixels of zhat: (H, W, 3) or (H, W) uint8 (g_s, then SPEC.md §10)."""
     height, width = size
     out = np.empty((height, width) if grey else (height, width, 3), dtype=np.uint8)
-    n = len(tiling.strips(-(-height // 16), -(-width // 16)))
+    n = len(tiling.strips(-(-height // DOWNSAMPLING), -(-width // DOWNSAMPLING)))
     for i, (r0, r1, px) in enumerate(reconstruct_strips(model, zhat, size, grey)):
         out[r0:r1] = px
         if progress is not None and n > 1:
@@ -379,7 +380,7 @@ class Encoder:
             raise ValueError(f"mu must be (M, h, w) with M = {self.model.M}, got {mu.shape}")
         if sigma.shape != mu.shape:
             raise ValueError(f"sigma {sigma.shape} must have mu's shape {mu.shape}")
-        if mu.shape[1:] != (-(-self.height // 16), -(-self.width // 16)):
+        if mu.shape[1:] != (-(-self.height // DOWNSAMPLING), -(-self.width // DOWNSAMPLING)):
             raise ValueError(f"mu {mu.shape} does not match an image of "
                              f"{self.height}x{self.width}")
         self.prior = model_prior(self.model) if prior is None else prior
@@ -515,10 +516,11 @@ def lambda_map_from_mask(mask, lam_inside: float, lam_outside: float, model=None
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:
         raise ValueError("mask must be a 2-D (H, W) boolean array")
-    h, w = -(-m.shape[0] // 16), -(-m.shape[1] // 16)
-    padded = np.zeros((h * 16, w * 16), dtype=bool)
+    d = DOWNSAMPLING
+    h, w = -(-m.shape[0] // d), -(-m.shape[1] // d)
+    padded = np.zeros((h * d, w * d), dtype=bool)
     padded[: m.shape[0], : m.shape[1]] = m
-    inside = padded.reshape(h, 16, w, 16).any(axis=(1, 3))
+    inside = padded.reshape(h, d, w, d).any(axis=(1, 3))
     return np.where(inside, float(lam_inside), float(lam_outside))[None]
 
 

@@ -384,8 +384,10 @@ class Encoder:
         0 <= start < start + mass <= 2^24 (checked here, once per call).
         Invariant before and after: 0 <= lower < 2^64, 2^32 <= range < 2^64.
         """
-        starts = list(starts)
-        masses = list(masses)
+        if type(starts) is not list:      # lists are read as they are (the entropy model's
+            starts = list(starts)         # are millions long: no copies)
+        if type(masses) is not list:
+            masses = list(masses)
         if len(starts) != len(masses):
             raise ValueError(f"{len(starts)} starts but {len(masses)} masses")
         if starts and (min(starts) < 0 or min(masses) < 1
