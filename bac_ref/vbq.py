@@ -552,7 +552,7 @@ class Candidates:
             base = np.zeros(1, dtype=np.int64)
         if mask is not None:
             mu, sg = mu[mask], sg[mask]
-            base = base[mask] if base.size > 1 else base
+            base = base[mask] if prior.num_channels > 1 else base   # (a 1x1 block too)
         v = ppf_level(prior.table.reshape(-1), prior.table_bits, j, self.max_depth + 1, base)
         b = (v - mu) / sg
         dist = (b * b) * 0.5

@@ -510,3 +510,15 @@ def test_depth_code_lengths_equal_the_scalar_formula():
         counts = np.bincount(depth[c], minlength=11)
         for d in range(11):
             assert cl[c, d] == ((d << 32) + lg(50 + 11) - lg(int(counts[d]) + 1)) * 2.0 ** -32
+
+
+def test_candidates_lone_latent_block_with_a_rounding_tie(monkeypatch):
+    # a block of one latent (channel length = block + 1) with a per-channel prior, where the
+    # two sides tie after rounding at the winning depth (lam * L absorbs the distortion)
+    monkeypatch.setattr(vbq, "_CANDIDATE_CHUNK", 4)
+    prior = PRIORS["gaussian3"]
+    mu = np.array([0.3, -1.0, 2.0])[:, None] + np.zeros((3, 5)) + 0.01
+    sigma = np.ones((3, 5))
+    cl = np.array([[100.0, 1, 1, 1, 1]] * 3)
+    want = vbq.quantize(mu, sigma, 1e20, prior, 4, code_length=cl, axis=0)
+    assert _same(vbq.Candidates(mu, sigma, prior, 4).quantize(1e20, cl), want)
