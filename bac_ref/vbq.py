@@ -567,10 +567,11 @@ class Candidates:
         lam = float(lam)
         if not (np.isfinite(lam) and lam >= 0):
             raise ValueError("lam must be finite and >= 0")
-        if lengths is None:
-            lam_l = (lam * np.arange(n + 1, dtype=np.float64))[:, None]         # (N+1, 1)
-        else:
-            lam_l = (lam * lengths).T                                         # (N+1, C or 1)
+        with np.errstate(over="ignore"):                   # lam * L = +inf is part of the rule
+            if lengths is None:
+                lam_l = (lam * np.arange(n + 1, dtype=np.float64))[:, None]     # (N+1, 1)
+            else:
+                lam_l = (lam * lengths).T                                     # (N+1, C or 1)
         depth = np.empty((self.channels, self.per_channel), dtype=np.int64)
         hi = np.empty((self.channels, self.per_channel), dtype=bool)
         # The objective of the better side at each depth is fl(eff - lam L): rounding is

@@ -1,5 +1,6 @@
 """Tests of the VBQ quantizer (SPEC.md §4.1, §5): brute-force equality, analytic cases, errors."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -522,3 +523,17 @@ def test_candidates_lone_latent_block_with_a_rounding_tie(monkeypatch):
     cl = np.array([[100.0, 1, 1, 1, 1]] * 3)
     want = vbq.quantize(mu, sigma, 1e20, prior, 4, code_length=cl, axis=0)
     assert _same(vbq.Candidates(mu, sigma, prior, 4).quantize(1e20, cl), want)
+
+
+def test_candidates_huge_lambda_is_quiet():
+    # lam * L overflows to +inf for lam near the largest double: part of the rule, no warning
+    # (quantize is quiet there too; the CLI printed a RuntimeWarning for --lam 1.7e308)
+    mu = np.linspace(-2, 2, 12).reshape(2, 6)
+    cand = vbq.Candidates(mu, 0.5, None, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        want = vbq.quantize(mu, 0.5, 1.7e308, None, 10, axis=0)
+        assert _same(cand.quantize(1.7e308), want)
+        assert _same(cand.quantize(1.7e308, np.full(11, 20.0)),
+                     vbq.quantize(mu, 0.5, 1.7e308, None, 10, code_length=np.full(11, 20.0)))
+        cand.symbols(1.7e308)
