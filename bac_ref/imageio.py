@@ -734,6 +734,8 @@ def _deflate_band(rows: np.ndarray, r0: int, r1: int, bpp: int, level: int, last
 
 def _zlib_header(level: int) -> bytes:
     """RFC 1950 header: deflate, 32 KiB window, FLEVEL from the level, FCHECK."""
+    if level < 0:
+        level = 6                                # zlib's Z_DEFAULT_COMPRESSION (-1) is level 6
     cmf = 0x78
     flg = (0 if level < 2 else 1 if level < 6 else 2 if level == 6 else 3) << 6
     flg += 31 - (cmf * 256 + flg) % 31
