@@ -767,6 +767,9 @@ def main(argv=None) -> int:
     """Entry point of ``bac-ref``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get(DEBUG_ENV) == "1"
+    if sys.stdout is None:                         # started with fd 1 closed (`>&-`)
+        _err("standard output is closed (use >/dev/null to discard it)")
+        return 2
     try:
         if argv and argv[0] == "conform":
             return cmd_conform(argv[1:])

@@ -387,6 +387,16 @@ def test_a_reader_that_goes_away_is_not_an_error(images, tmp_path):
         assert r.stderr.decode().strip() == "", r.stderr    # no "error: Broken pipe"
 
 
+def test_a_closed_stdout_is_one_error_line(images, tmp_path):
+    bac = tmp_path / "x.bac"
+    bac.write_bytes(codec.compress(images / "rgb.png", 5.0))
+    r = subprocess.run([sys.executable, "-m", "bac_ref", "info", str(bac)],
+                       stderr=subprocess.PIPE, text=True, cwd=tmp_path, preexec_fn=lambda: os.close(1),
+                       env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    assert r.returncode == 2
+    one_error_line(r.stderr, "standard output is closed")
+
+
 def test_output_is_input_is_refused(capsys, images, tmp_path):
     src = tmp_path / "self.png"
     src.write_bytes((images / "rgb.png").read_bytes())
