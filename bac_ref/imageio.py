@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import os
 import re
 import struct
@@ -725,9 +726,8 @@ def _deflate_band(rows: np.ndarray, r0: int, r1: int, bpp: int, level: int, last
     prev = rows[a - 1] if a > 0 else np.zeros(rows.shape[1], np.uint8)
     filtered = _filter_rows(rows[a:r1], prev, bpp).tobytes()
     head, body = filtered[:back * n], filtered[back * n:]
-    comp = (zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY,
-                             head[-_DEFLATE_WINDOW:]) if head
-            else zlib.compressobj(level, zlib.DEFLATED, -15, 8))
+    primed = {"zdict": head[-_DEFLATE_WINDOW:]} if head else {}
+    comp = zlib.compressobj(level, zlib.DEFLATED, -15, **primed)      # raw deflate
     z = comp.compress(body) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
     return z, body
 
@@ -764,12 +764,11 @@ def encode_png(pixels: np.ndarray, *, compress_level: int = PNG_LEVEL,
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = max(1, min(int(threads or 1), len(jobs)))
     if threads == 1:
-        pieces = (_deflate_band(*job) for job in jobs)
-        z = _join_bands(pieces, compress_level)
+        z = _join_bands(itertools.starmap(_deflate_band, jobs), compress_level)
     else:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(threads) as pool:
-            z = _join_bands(pool.map(lambda job: _deflate_band(*job), jobs), compress_level)
+            z = _join_bands(pool.map(_deflate_band, *zip(*jobs)), compress_level)
     ihdr = struct.pack(">IIBBBBB", w, h, depth, _CHANNELS_TO_COLOUR_TYPE[ch], 0, 0, 0)
     out = [PNG_SIGNATURE, _chunk(b"IHDR", ihdr)]
     out += [_chunk(b"IDAT", z[i:i + _IDAT_CHUNK_SIZE]) for i in range(0, max(len(z), 1), _IDAT_CHUNK_SIZE)]

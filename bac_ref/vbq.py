@@ -197,24 +197,36 @@ def _from_rows(r: np.ndarray, shape, nch: int, axis: int) -> np.ndarray:
     return np.moveaxis(r.reshape(moved), 0, axis)
 
 
-def _objective(v, mu, sigma, lam_l, sigma_inf):
-    """SPEC.md §5.1 in its fixed operation order.  v, lam_l: (R, b); mu, sigma: (b,)."""
+def _distortion(v, mu, sigma, sigma_inf):
+    """D = ((v - mu) / sigma)^2 / 2 in SPEC.md §5.1's fixed operation order, 0 where
+    sigma = +inf (``sigma_inf``: that mask over sigma's shape, or None if there is none).
+    mu, sigma broadcast against v's trailing axes."""
     a = v - mu
     b = a / sigma
     dist = (b * b) * 0.5
     if sigma_inf is not None:
-        dist[:, sigma_inf] = 0.0
-    return (-dist) - lam_l
+        dist[..., sigma_inf] = 0.0
+    return dist
+
+
+def _objective(v, mu, sigma, lam_l, sigma_inf):
+    """SPEC.md §5.1 in its fixed operation order.  v, lam_l: (R, b); mu, sigma: (b,)."""
+    return (-_distortion(v, mu, sigma, sigma_inf)) - lam_l
+
+
+def _grid_floor(prior, mu_r, g):
+    """j_lo of every latent of the rows mu_r (C, B) (SPEC.md §5.2): one prior row per
+    channel, or the one row for all."""
+    if prior.num_channels > 1:
+        return grid_floor_rows(prior.table, mu_r, g)                       # (C, B)
+    return grid_floor_rows(prior.table, mu_r.reshape(1, -1), g).reshape(mu_r.shape)
 
 
 def _setup(n, mu, sigma, lam, prior, cl, nch, axis):
     """Rows, j_lo and per-element table/code-length offsets (all flattened)."""
     g = n + 1
     mu_r = _to_rows(mu, nch, axis)                                          # (C, B)
-    if prior.num_channels > 1:
-        jlo = grid_floor_rows(prior.table, mu_r, g)                          # (C, B)
-    else:
-        jlo = grid_floor_rows(prior.table, mu_r.reshape(1, -1), g).reshape(mu_r.shape)
+    jlo = _grid_floor(prior, mu_r, g)                                       # (C, B)
     width = prior.table.shape[1]
     rows, b = mu_r.shape
     if prior.num_channels > 1:
@@ -511,11 +523,7 @@ class Candidates:
         self.mu = mu_r = mu.reshape(c, p)                                   # float64 (C, P)
         self.sigma = np.broadcast_to(sigma, mu.shape).reshape(c, p)
         g = n + 1
-        if prior.num_channels > 1:
-            jlo = grid_floor_rows(prior.table, mu_r, g)                      # (C, P)
-        else:
-            jlo = grid_floor_rows(prior.table, mu_r.reshape(1, -1), g).reshape(c, p)
-        self.jlo = jlo
+        self.jlo = jlo = _grid_floor(prior, mu_r, g)                        # (C, P)
         self.chunks = []
         with np.errstate(over="ignore", under="ignore"):
             for c0, c1, p0, p1 in _chunks(c, p):
@@ -554,12 +562,8 @@ class Candidates:
             mu, sg = mu[mask], sg[mask]
             base = base[mask] if prior.num_channels > 1 else base   # (a 1x1 block too)
         v = ppf_level(prior.table.reshape(-1), prior.table_bits, j, self.max_depth + 1, base)
-        b = (v - mu) / sg
-        dist = (b * b) * 0.5
         inf = np.isinf(sg)
-        if inf.any():
-            dist[..., inf] = 0.0
-        return -dist
+        return -_distortion(v, mu, sg, inf if inf.any() else None)
 
     def _best(self, lam: float, lengths) -> tuple:
         """(depth, take_hi) of the best point per latent, (C, P) each, at ``lam``, L = lengths."""
