@@ -61,3 +61,41 @@ def test_card_has_the_figures_and_the_notes(tmp_path):
     assert f"{r['psnr']:.2f} dB PSNR" in text and f"{r['sample_psnr']:.2f} dB" in text
     assert "Schedule: **constant** 1e-4." in text and "| 7 | 20.00 | 0.500 | 1.500 |" in text
     assert "**7 steps**" in text
+
+
+def test_keep_prior_copies_the_prior_and_the_card_names_the_finetune(tmp_path):
+    import json
+    from bac_ref.weights import export_npz, load_npz_arrays
+    path, kodak = _setup(tmp_path)
+    arrays, meta = load_npz_arrays(path)
+    meta = dict(meta, steps=7, final_loss=1.5,
+                prior={"method": "kde", "images": ["a.png"], "samples_per_channel": 10},
+                g_s_finetune={"lams": [0.5, 8.0], "steps": 1234, "batch": 8, "crop": 128,
+                              "margin": 1, "lr": 3e-5, "lr_final": 1e-6, "precision": "bf16",
+                              "training_images": 5, "base_model_id": "ab" * 32})
+    weights = {k: v for k, v in arrays.items() if not k.startswith("prior.")}
+    prior = {k: v for k, v in arrays.items() if k.startswith("prior.")}
+    assert prior
+    src = tmp_path / "ft" / "model.npz"
+    export_npz(str(src), weights, meta, extra=prior)
+    data = tmp_path / "no_images"
+    data.mkdir()                        # fitting would fail here: no training images
+    out = tmp_path / "rel" / "m.npz"
+    assert release.main(["--weights", str(src), "--out", str(out), "--data", str(data),
+                         "--kodak", kodak, "--keep-prior"]) == 0
+    got, got_meta = load_npz_arrays(str(out))
+    assert set(got) == set(arrays)
+    for k in arrays:
+        np.testing.assert_array_equal(got[k], arrays[k], err_msg=k)
+    assert got_meta["prior"] == meta["prior"]
+    card = open(tmp_path / "rel" / "README.md").read()
+    assert "fine-tuned on VBQ-quantized latents" in card and "1,234 steps" in card
+    assert "lambda 0.5, 8" in card and "abababababababab" in card
+    assert json.load(open(tmp_path / "rel" / "MANIFEST.json"))["m.npz"]
+
+    # a file without a prior cannot keep one
+    export_npz(str(tmp_path / "ft" / "bare.npz"), weights, dict(meta))
+    import pytest
+    with pytest.raises(SystemExit, match="no coding prior"):
+        release.main(["--weights", str(tmp_path / "ft" / "bare.npz"), "--out", str(out),
+                      "--data", str(data), "--kodak", kodak, "--keep-prior"])

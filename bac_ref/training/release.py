@@ -73,6 +73,10 @@ def main(argv=None):
                    help="for the model card's Kodak figure only (never used for fitting)")
     p.add_argument("--notes", metavar="FILE",
                    help="Markdown for the model card, after the summary (e.g. the schedule used)")
+    p.add_argument("--keep-prior", action="store_true",
+                   help="keep the coding prior that --weights already holds instead of fitting "
+                        "one (a g_s fine-tune, bac_ref.training.finetune_gs, was trained on the "
+                        "symbols of that prior)")
     args = p.parse_args(argv)
     require_file(args.weights, "model weights (--weights)")
     require_folder(args.data, "training images (--data)")
@@ -82,18 +86,24 @@ def main(argv=None):
             notes = fh.read()
 
     t0 = time.time()
-    model = load_model(args.weights)
-    files = training_images(args.data)
-    files = files[:: max(1, len(files) // args.images)][: args.images]
-    mu = posterior_means(model, files)
-    prior = fit_empirical_prior(mu, axis=0, method=args.method)
     arrays, meta = load_npz_arrays(args.weights)
     weights = {k: arrays[k] for k in PARAM_LAYOUT}
     meta = dict(meta)
-    meta["prior"] = {"method": args.method, "fitted_on": "posterior means of training images",
-                     "images": [os.path.relpath(f, args.data) for f in files],
-                     "samples_per_channel": int(mu.shape[1])}
-    digest = export_npz(args.out, weights, meta, extra=prior.to_arrays("prior."))
+    if args.keep_prior:
+        extra = {k: v for k, v in arrays.items() if k.startswith("prior.")}
+        if not extra or "prior" not in meta:
+            raise SystemExit(f"{args.weights} holds no coding prior to keep (--keep-prior)")
+    else:
+        model = load_model(args.weights)
+        files = training_images(args.data)
+        files = files[:: max(1, len(files) // args.images)][: args.images]
+        mu = posterior_means(model, files)
+        prior = fit_empirical_prior(mu, axis=0, method=args.method)
+        meta["prior"] = {"method": args.method, "fitted_on": "posterior means of training images",
+                         "images": [os.path.relpath(f, args.data) for f in files],
+                         "samples_per_channel": int(mu.shape[1])}
+        extra = prior.to_arrays("prior.")
+    digest = export_npz(args.out, weights, meta, extra=extra)
     os.chmod(args.out, 0o644)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB, sha256 {digest[:16]}...) "
           f"in {time.time() - t0:.0f} s")
@@ -114,6 +124,23 @@ def _training_lines(meta: dict) -> list:
     return [head + f", in {len(phases)} phases:"] + [
         f"  * steps {ph['from']:,} to {ph['to']:,}: batch {ph['batch']} of {ph['crop']}x{ph['crop']} "
         f"crops; {ph['hardware']}; {ph['data']}." for ph in phases]
+
+
+def _finetune_lines(meta: dict) -> list:
+    """The card's bullet for a decoder fine-tuned on VBQ's symbols (meta["g_s_finetune"])."""
+    ft = meta.get("g_s_finetune")
+    if not ft:
+        return []
+    lams = ", ".join(f"{v:g}" for v in ft["lams"])
+    return [f"* **The decoder g_s was then fine-tuned on VBQ-quantized latents** "
+            f"(`python -m bac_ref.training.finetune_gs`): the codec's symbols (second pass, "
+            f"SPEC.md §5.4) of {ft['training_images']} training images at lambda {lams}, "
+            f"{ft['steps']:,} steps of batch {ft['batch']} ({ft['crop']}x{ft['crop']} pixels "
+            f"with {ft['margin']} latent(s) of context), Adam lr {ft['lr']:g} cosine to "
+            f"{ft['lr_final']:g}, {ft['precision']}, loss sum_l MSE_l / D_l (D_l: the starting "
+            f"decoder's validation MSE at lambda l). g_a and the coding prior are the base "
+            f"model's (id {ft['base_model_id'][:16]}), so every file keeps its symbols and "
+            f"size; only the reconstruction changed."]
 
 
 def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> str:
@@ -139,6 +166,7 @@ def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> st
         f"posterior means of {len(meta['prior']['images'])} training images "
         f"({meta['prior']['samples_per_channel']} samples per channel), SPEC.md §4.4.",
         f"* Final training loss (EMA, nats per pixel): {meta.get('final_loss'):.4f}.",
+        *_finetune_lines(meta),
         f"* File: {os.path.getsize(npz_path) / 1e6:.1f} MB, sha256 `{model.model_id}`.",
     ]
     if kodak and kodak["n"]:
