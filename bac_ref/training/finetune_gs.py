@@ -245,6 +245,8 @@ def _finetune(args, lams):
             "batch": args.batch, "crop": args.crop, "margin": args.margin, "lr": args.lr,
             "lr_final": args.lr_final, "precision": args.precision,
             "training_images": len(train_files), "final_loss": loss}
+        if "g_s_finetune" in meta:                  # a second fine-tune keeps the first's record
+            m["g_s_finetune"]["previous"] = meta["g_s_finetune"]
         export_npz(os.path.join(args.out, "model.npz"), weights, m, extra=extra)
 
     step, ema, t0, timing = 0, None, time.time(), None
