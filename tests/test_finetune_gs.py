@@ -86,3 +86,13 @@ def test_toy_finetune_changes_only_g_s(tmp_path):
     log = [json.loads(line) for line in open(out / "log.jsonl")]
     assert [e["step"] for e in log] == [0, 2, 4]
     assert len(log[0]["val_psnr_all"]) == 2 and np.isfinite(log[-1]["val_psnr_all"]).all()
+    assert "previous" not in ft
+
+    # A fine-tune of a fine-tuned model records both: the metadata must say how g_s was trained.
+    out2 = tmp_path / "ft2"
+    args2 = ["--model", str(out / "model.npz"), "--data", str(data), "--out", str(out2),
+             "--lams", "0,2", "--steps", "2", "--batch", "2", "--crop", "16", "--eval-every", "2"]
+    assert finetune_gs.main(args2) == 0
+    ft2 = load_npz_arrays(str(out2 / "model.npz"))[1]["g_s_finetune"]
+    assert ft2["lams"] == [0.0, 2.0] and ft2["steps"] == 2
+    assert ft2["previous"] == ft

@@ -91,6 +91,12 @@ def test_keep_prior_copies_the_prior_and_the_card_names_the_finetune(tmp_path):
     card = open(tmp_path / "rel" / "README.md").read()
     assert "fine-tuned on VBQ-quantized latents" in card and "1,234 steps" in card
     assert "lambda 0.5, 8" in card and "abababababababab" in card
+    assert "fine-tuned again" not in card
+    twice = dict(meta["g_s_finetune"], lams=[0.0, 2.0], steps=99, base_model_id="cd" * 32,
+                 previous=meta["g_s_finetune"])
+    lines = release._finetune_lines({"g_s_finetune": twice})
+    assert len(lines) == 2 and "1,234 steps" in lines[0] and "lambda 0, 2" in lines[1]
+    assert "fine-tuned again" in lines[1] and "cdcdcdcdcdcdcdcd" in lines[1]
     assert json.load(open(tmp_path / "rel" / "MANIFEST.json"))["m.npz"]
 
     # a file without a prior cannot keep one

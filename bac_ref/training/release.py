@@ -127,20 +127,29 @@ def _training_lines(meta: dict) -> list:
 
 
 def _finetune_lines(meta: dict) -> list:
-    """The card's bullet for a decoder fine-tuned on VBQ's symbols (meta["g_s_finetune"])."""
-    ft = meta.get("g_s_finetune")
-    if not ft:
-        return []
-    lams = ", ".join(f"{v:g}" for v in ft["lams"])
-    return [f"* **The decoder g_s was then fine-tuned on VBQ-quantized latents** "
-            f"(`python -m bac_ref.training.finetune_gs`): the codec's symbols (second pass, "
-            f"SPEC.md §5.4) of {ft['training_images']} training images at lambda {lams}, "
-            f"{ft['steps']:,} steps of batch {ft['batch']} ({ft['crop']}x{ft['crop']} pixels "
-            f"with {ft['margin']} latent(s) of context), Adam lr {ft['lr']:g} cosine to "
+    """The card's bullets for a decoder fine-tuned on VBQ's symbols (meta["g_s_finetune"]).
+
+    A fine-tune of a fine-tuned model keeps the earlier record under "previous"; the card
+    lists them oldest first."""
+    chain, ft = [], meta.get("g_s_finetune")
+    while ft:
+        chain.append(ft)
+        ft = ft.get("previous")
+    lines = []
+    for i, ft in enumerate(reversed(chain)):
+        lams = ", ".join(f"{v:g}" for v in ft["lams"])
+        head = ("The decoder g_s was then fine-tuned on VBQ-quantized latents" if i == 0 else
+                "Then fine-tuned again, starting from that decoder")
+        lines.append(
+            f"* **{head}** (`python -m bac_ref.training.finetune_gs`): the codec's symbols "
+            f"(second pass, SPEC.md §5.4) of {ft['training_images']} training images at lambda "
+            f"{lams}, {ft['steps']:,} steps of batch {ft['batch']} ({ft['crop']}x{ft['crop']} "
+            f"pixels with {ft['margin']} latent(s) of context), Adam lr {ft['lr']:g} cosine to "
             f"{ft['lr_final']:g}, {ft['precision']}, loss sum_l MSE_l / D_l (D_l: the starting "
             f"decoder's validation MSE at lambda l). g_a and the coding prior are the base "
             f"model's (id {ft['base_model_id'][:16]}), so every file keeps its symbols and "
-            f"size; only the reconstruction changed."]
+            f"size; only the reconstruction changed.")
+    return lines
 
 
 def write_card(npz_path: str, meta: dict, kodak_dir: str, notes: str = "") -> str:
