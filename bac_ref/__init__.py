@@ -10,8 +10,8 @@ from .errors import BitstreamError, ModelFileError
 # The version rule (SPEC.md, "Versions"): any change to what an encoder writes or a decoder
 # accepts changes SPEC_VERSION; the package's version is SPEC_VERSION + "." + a patch
 # number for releases that change neither (fixes, speed, documentation, tooling).
-SPEC_VERSION = "1.0"
-__version__ = "1.0.2"      # a literal, so that setup.cfg's attr: reads it without importing
+SPEC_VERSION = "1.1"
+__version__ = "1.1.0"      # a literal, so that setup.cfg's attr: reads it without importing
 
 __all__ = ["BitstreamError", "ModelFileError", "__version__", "SPEC_VERSION", "load_model",
            "compress", "decompress"]

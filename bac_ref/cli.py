@@ -223,8 +223,9 @@ def _rate_kwargs(args) -> dict:
 
 
 def compress_file(src: str, dst: str, *, rate: dict, model=None, max_depth: int = 10,
-                  second_pass: bool = True, force: bool = False, quiet: bool = False,
-                  report_psnr: bool = True, show_progress: bool = True, verbose: bool = False):
+                  second_pass: bool = True, context_pass: bool = True, force: bool = False,
+                  quiet: bool = False, report_psnr: bool = True, show_progress: bool = True,
+                  verbose: bool = False):
     """Compress one image file (or "-": stdin) to ``dst`` (or "-": stdout).
 
     Returns (summary line, warnings, stage times).  Raises the codec's errors
@@ -250,7 +251,8 @@ def compress_file(src: str, dst: str, *, rate: dict, model=None, max_depth: int 
     name = "<stdin>" if src == STDIO else src
     with _Progress(f"compressing {name} ({what})", quiet or not show_progress) as prog:
         enc = codec.compress_details(img, model=model, max_depth=max_depth,
-                                     second_pass=second_pass, progress=prog.step,
+                                     second_pass=second_pass, context_pass=context_pass,
+                                     progress=prog.step,
                                      measure_psnr=report_psnr, **rate)
         _write_output(dst, enc.data, force)
     times = dict({"read input": t_read}, **enc.times, total=time.perf_counter() - t0)
@@ -292,7 +294,8 @@ def _prefixed(src: str, exc: BaseException) -> str:
 
 def cmd_compress(args) -> int:
     kwargs = dict(rate=_rate_kwargs(args), model=args.model, max_depth=args.max_depth,
-                  second_pass=args.second_pass, force=args.force, quiet=args.quiet,
+                  second_pass=args.second_pass, context_pass=args.context_pass,
+                  force=args.force, quiet=args.quiet,
                   report_psnr=args.report_psnr, verbose=args.verbose)
     if args.out_dir is None:
         if len(args.paths) != 2:
@@ -671,6 +674,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="requantize with per-channel depth code lengths, the paper's second "
                         "pass, in three rounds (SPEC.md §5.4; default: on; --no-second-pass for "
                         "the first pass only)")
+    c.add_argument("--context-pass", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-choose each depth with its bits priced by the entropy model's "
+                        "contexts, two sweeps (SPEC.md §5.6; default: on; about 4-5 %% smaller "
+                        "files at equal PSNR; the decoder is the same either way)")
     c.add_argument("--no-psnr", dest="report_psnr", action="store_false",
                    help="do not report the PSNR (it costs one synthesis g_s, about 0.13 s "
                         "for 768x512 on an idle 2-core machine)")

@@ -44,7 +44,7 @@ from .intmodels import AdaptiveBinaryModel, AdaptiveModel
 from .rangecoder import Decoder, Encoder
 
 __all__ = ["SymbolModels", "CodingStep", "coding_steps", "encode_symbols", "decode_symbols",
-           "paper_rate_estimate", "K_TREE", "INCREMENT", "LIMIT", "DEPTH_REFRESH", "TOTAL"]
+           "paper_rate_estimate", "depth_context", "depth_contexts", "K_TREE", "INCREMENT", "LIMIT", "DEPTH_REFRESH", "TOTAL"]
 
 TOTAL = 1 << 24
 K_TREE = 6                 # index levels coded with adaptive binary models (§9.3)
@@ -115,6 +115,36 @@ def depth_context(d, y, x, w, max_depth, depth_sum):
     if ctx_c > 6:
         ctx_c = 6
     return 8 * ctx_n + ctx_c + 1
+
+
+def depth_contexts(depth: np.ndarray, max_depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`depth_context` of every latent of a (C, h, w) depth array at once.
+
+    Returns (ctx_n, cc), int64 arrays of depth's shape with ctx = 8 * ctx_n + cc
+    (cc = ctx_c + 1 in 0..7).  The coder and the decoder learn the depths one latent
+    at a time and call :func:`depth_context`; an encoder that already holds every
+    depth (the context pass of SPEC.md §5.6) computes them all at once here.  The
+    tests check that both give the same ctx at every latent.
+    """
+    d = np.asarray(depth, dtype=np.int64)
+    if d.ndim != 3:
+        raise ValueError(f"depth must be (C, h, w), got shape {d.shape}")
+    c, h, w = d.shape
+    left = np.empty_like(d)
+    left[:, :, 1:] = d[:, :, :-1]
+    left[:, :, 0] = 0
+    up = np.empty_like(d)
+    up[:, 1:, :] = d[:, :-1, :]
+    up[:, 0, :] = left[:, 0, :]                          # first row: "up" is the left depth
+    ctx_n = (left + up + 1) >> 1                         # x > 0
+    ctx_n[:, 1:, 0] = d[:, :-1, 0]                       # x = 0, y > 0: the depth above
+    ctx_n[:, 0, 0] = max_depth + 1                       # the channel's first latent
+    flat = d.reshape(c, h * w)
+    before = np.cumsum(flat, axis=1) - flat              # S: sum of the depths coded before
+    n = np.arange(h * w, dtype=np.int64)
+    cc = np.minimum(6, (4 * before + n) // np.maximum(2 * n, 1)) + 1
+    cc[:, 0] = 0                                         # n = 0: ctx_c = -1
+    return ctx_n, cc.reshape(c, h, w)
 
 
 def vote(d, k, y, x, w, level, prefix):

@@ -147,7 +147,8 @@ class _Run:
                        for lam in LAMBDAS}
         self.q = self.quants[LAM]
         self.enc = codec.compress_details(self.px, lam=LAM, model=self.model,
-                                          max_depth=MAX_DEPTH, second_pass=False)
+                                          max_depth=MAX_DEPTH, second_pass=False,
+                                          context_pass=False)
         if not (np.array_equal(self.enc.depth, self.q.depth)
                 and np.array_equal(self.enc.index, self.q.index)):
             raise AssertionError("the codec quantized differently from vbq.quantize")
@@ -434,9 +435,11 @@ def _step3_whole_crop(page: _Page, run: _Run) -> None:
     page.add()
     page.para(
         f"The same choice, made independently for all {q.depth.size} latents "
-        f"(`codec.compress_details(..., lam={_g(LAM)}, second_pass=False)`\nquantizes exactly "
-        "like this; by default the codec then runs the paper's second pass, SPEC.md §5.4,\n"
-        "which quantizes once more with depth replaced by its per-channel code length). "
+        f"(`codec.compress_details(..., lam={_g(LAM)}, second_pass=False, context_pass=False)`"
+        "\nquantizes exactly like this; by default the codec then runs the paper's second pass,\n"
+        "SPEC.md §5.4, which quantizes once more with depth replaced by its per-channel code\n"
+        "length, and the context pass, SPEC.md §5.6, which prices each depth by the entropy\n"
+        "model's contexts). "
         "How many latents got each depth:")
     peak = max(int(hist.max()), 1)
     page.code([f"depth {d:2d}  {int(n):5d}  " + "#" * int(round(50 * int(n) / peak))
@@ -454,7 +457,8 @@ def _step3_whole_crop(page: _Page, run: _Run) -> None:
         f" = {enc.bpp:.3f} bpp",
     ])
     whole = codec.compress_details(run.image.pixels[..., :3], lam=LAM, model=run.model,
-                                   max_depth=MAX_DEPTH, second_pass=False)
+                                   max_depth=MAX_DEPTH, second_pass=False,
+                                   context_pass=False)
     whole_paper = entropy_model.paper_rate_estimate(whole.depth, whole.index, MAX_DEPTH)
     whole_bits = 8 * (len(whole.data) - bitstream.HEADER_SIZE)
     page.para(
@@ -479,8 +483,9 @@ def _step3_whole_crop(page: _Page, run: _Run) -> None:
         "One model serves every rate: lambda is chosen at compression time.")
     rows = ["lambda  active ch.  sum depths  payload bytes   bpp    PSNR dB"]
     for lam in LAMBDAS:
-        e = enc if lam == LAM else codec.compress_details(run.px, lam=lam, model=run.model,
-                                                          max_depth=MAX_DEPTH, second_pass=False)
+        e = enc if lam == LAM else codec.compress_details(
+            run.px, lam=lam, model=run.model, max_depth=MAX_DEPTH, second_pass=False,
+            context_pass=False)
         dec = codec.decompress_details(e.data, model=run.model)
         active = int(np.sum(e.depth.max(axis=(1, 2)) > 0))
         rows.append(f"{_g(lam):>6s}  {active:10d}  {int(e.depth.sum()):10d}  "

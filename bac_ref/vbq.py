@@ -50,6 +50,15 @@ rules (2) and (3) never act: two tied points of the winning depth would enclose
 a shallower point with at least the same O.  All of it uses IEEE-754 basic
 operations only, so the encoder's choice is also reproducible across platforms.
 
+The context pass (SPEC.md §5.6, bac_ref 1.1; :func:`context_pass`).  The second pass
+prices a depth by its channel's frequency; the entropy model (SPEC.md §9.2) codes it
+with the adaptive model of its *context*, the neighbours' depths, so a depth that fits
+its neighbours is cheaper than that.  The context pass re-chooses every depth with
+O(r) = E(r) - lam * (r + L[ctx, r] + the change in its right and lower neighbours'
+code lengths), E(r) the better depth-r bracket point's distortion term, L counted from
+the depths it starts with; iterated conditional modes in three colour classes, two
+sweeps.  It only picks other symbols: the format and the decoder do not change.
+
 Many lambdas for the same latents (a rate search, :mod:`bac_ref.ratecontrol`):
 :class:`Candidates` computes the half of the search that does not depend on lambda
 (the bracket points, their validity, tie order and distortion terms) once, and each
@@ -63,12 +72,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .entropy_model import depth_contexts
 from .priors import MAX_DEPTH, QuantilePrior, grid_floor_rows, ppf_level, standard_normal
 
 __all__ = [
     "MAX_DEPTH", "Quantized", "quantize", "quantize_exhaustive", "dequantize",
     "grid_j", "grid_depth_index", "depth_code_lengths", "log2_fixed", "second_pass",
-    "SECOND_PASS_ROUNDS", "Candidates",
+    "SECOND_PASS_ROUNDS", "Candidates", "CONTEXT_SWEEPS", "context_code_lengths",
+    "context_pass",
 ]
 
 _CHUNK = 1 << 12                 # latents per block: (N+1, 4096) arrays stay in cache
@@ -416,6 +427,7 @@ def log2_fixed(x: int) -> int:
 
 
 SECOND_PASS_ROUNDS = 3      # SPEC.md §5.4: the paper's second pass, run three times
+CONTEXT_SWEEPS = 2          # SPEC.md §5.6: sweeps of the context pass the image codec runs
 
 
 def second_pass(first: Quantized, mu, sigma, lam, prior, max_depth: int, num_channels: int,
@@ -640,8 +652,10 @@ class Candidates:
         return self._result(*self._best(lam, self._lengths(code_length)))
 
     def symbols(self, lam: float, second_pass: bool = True,
-                rounds: int = SECOND_PASS_ROUNDS) -> Quantized:
-        """:func:`quantize`, then (by default) :func:`second_pass` with one channel per row."""
+                rounds: int = SECOND_PASS_ROUNDS, context_sweeps: int = 0) -> Quantized:
+        """:func:`quantize`, then (by default) :func:`second_pass` with one channel per row,
+        then ``context_sweeps`` sweeps of the context pass (:meth:`context_pass`) with the
+        table of the depths it starts from (latents (C, h, w) only)."""
         depth, hi = self._best(lam, None)
         if second_pass:
             for _ in range(rounds):
@@ -651,10 +665,166 @@ class Candidates:
                 depth, hi = nd, nh
                 if same:
                     break
+        if context_sweeps:
+            d3 = depth.reshape(self.shape)
+            depth, hi = self._context(d3, lam, context_code_lengths(d3, self.max_depth),
+                                      context_sweeps)
         return self._result(depth, hi)
+
+    def context_pass(self, depth, lam, lengths, sweeps: int = CONTEXT_SWEEPS) -> Quantized:
+        """SPEC.md §5.6 on these latents (shape (C, h, w)): ``sweeps`` sweeps starting from
+        ``depth`` with the context code-length table ``lengths``
+        (:func:`context_code_lengths`, possibly of more channels than these).  ``lam``: a
+        scalar or an array broadcastable to (C, h, w)."""
+        return self._result(*self._context(depth, lam, lengths, sweeps))
+
+    def _context(self, depth, lam, lengths, sweeps):
+        """(depth, take_hi), (C, P) each, after the sweeps of SPEC.md §5.6."""
+        if len(self.shape) != 3:
+            raise ValueError("the context pass needs latents shaped (C, h, w)")
+        c, h, w = self.shape
+        n = self.max_depth
+        g = n + 1
+        depth = np.array(np.asarray(depth), dtype=np.int64).reshape(c, h * w)
+        if depth.size and (depth.min() < 0 or depth.max() > n):
+            raise ValueError(f"depth must lie in 0..{n}")
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if lengths.shape != (8 * (n + 2), g):
+            raise ValueError(f"context code lengths must be (8 (N+2), N+1) = {(8 * (n + 2), g)}")
+        lam = np.asarray(lam, dtype=np.float64)
+        if not (np.all(np.isfinite(lam)) and np.all(lam >= 0)):
+            raise ValueError("lam must be finite and >= 0")
+        lam = np.broadcast_to(lam, self.shape).reshape(c, h * w) if lam.ndim else lam
+        sweeps = int(sweeps)
+        if sweeps < 0:
+            raise ValueError("sweeps must be >= 0")
+        eff = np.empty((g, c, h * w))                         # distortion term, better side
+        eff_hi = np.empty((g, c, h * w), dtype=bool)
+        for c0, c1, p0, p1, e, e_hi in self.chunks:
+            eff[:, c0:c1, p0:p1] = e
+            eff_hi[:, c0:c1, p0:p1] = e_hi
+        _context_sweeps(eff, depth, lam, lengths, h, w, n, sweeps)
+        hi = np.take_along_axis(eff_hi, depth[None], axis=0)[0]
+        return depth, hi
 
 
 _CANDIDATE_CHUNK = 1 << 15        # latents per block of Candidates' tables
+
+
+# ---------------------------------------------------------------------------
+# The context pass (SPEC.md §5.6)
+# ---------------------------------------------------------------------------
+def context_code_lengths(depth, max_depth: int) -> np.ndarray:
+    """The context pass's table (SPEC.md §5.6): (8 (N + 2), N + 1) int64, 2^32 x bits.
+
+    The entropy model codes a depth r with the adaptive model D[ctx] of its context
+    (SPEC.md §9.2, shared by all channels).  Counting, over the active channels of
+    ``depth`` (C, h, w) (those with a depth > 0, §9.1), how often each (ctx, r) occurs,
+    T[ctx, r], the table holds the add-one code length
+
+        L[ctx, r] = lg(T_ctx + N + 1) - lg(T[ctx, r] + 1),     T_ctx = sum over r of T[ctx, r]
+
+    in units of 2^-32 bits, lg = :func:`log2_fixed` (exact integers, as in §5.4).
+    """
+    n = _check_max_depth(max_depth)
+    d = np.asarray(depth)
+    if d.ndim != 3 or not np.issubdtype(d.dtype, np.integer):
+        raise ValueError("depth must be an integer array (C, h, w)")
+    if d.size and (d.min() < 0 or d.max() > n):
+        raise ValueError(f"depth must lie in 0..{n}")
+    d = d.astype(np.int64)
+    active = d.reshape(d.shape[0], -1).max(axis=1, initial=0) > 0
+    g = n + 1
+    counts = np.zeros(8 * (n + 2) * g, dtype=np.int64)
+    if active.any():
+        ctx_n, cc = depth_contexts(d[active], n)
+        counts = np.bincount(((8 * ctx_n + cc) * g + d[active]).reshape(-1),
+                             minlength=counts.size)
+    counts = counts.reshape(8 * (n + 2), g)
+    total = counts.sum(axis=1, keepdims=True)
+    return _log2_fixed_array(total + g) - _log2_fixed_array(counts + 1)
+
+
+def context_pass(depth, mu, sigma, lam, prior: QuantilePrior | None, max_depth: int,
+                 sweeps: int = CONTEXT_SWEEPS, lengths=None) -> Quantized:
+    """SPEC.md §5.6: re-choose each latent's depth with its bits priced by the entropy model.
+
+    The second pass (§5.4) prices a depth by how often its channel uses it.  The entropy
+    model (§9.2) does better than that: it codes a depth with the adaptive model of its
+    context, the rounded mean of the left and upper depths and the channel's mean depth so
+    far.  A depth that fits its neighbours is cheap, one that does not is dear, and a
+    latent's depth also sets the context of its right and lower neighbours.  So with a
+    table L[ctx, r] of code lengths counted on the depths the pass starts from
+    (:func:`context_code_lengths`, by default of ``depth`` itself), each latent takes
+    the depth r maximising
+
+        O(r) = E(r) - lam * (r + L[ctx, r] + L[ctx_right(r), r_right] + L[ctx_down(r), r_down])
+
+    E(r) the distortion term -((zhat - mu) / sigma)^2 / 2 of the better of the two depth-r
+    bracket points (§5.2), r the index bits, ctx the latent's context and ctx_right(r),
+    ctx_down(r) those of its right and lower neighbours if it had depth r.  Latents are
+    updated in three colour classes (x + 2 y) mod 3, whose members never share a term, so
+    each class updates at once and the result does not depend on the order inside it;
+    ``sweeps`` times over the three classes.  An iterated-conditional-modes search: every
+    update lowers the estimated cost of the image, and the code (§9) is unchanged.
+
+    depth (C, h, w): where to start (the second pass's depths); mu, sigma (C, h, w); lam a
+    scalar or an array broadcastable to them.  Returns the new :class:`Quantized`.
+    """
+    d = np.asarray(depth)
+    table = context_code_lengths(d, max_depth) if lengths is None else lengths
+    cand = Candidates(mu, sigma, prior, max_depth)
+    return cand.context_pass(d, lam, table, sweeps)
+
+
+def _context_sweeps(eff, depth, lam, lengths, h: int, w: int, n: int, sweeps: int) -> None:
+    """The sweeps of SPEC.md §5.6, in place on ``depth`` (C, P = h w).
+
+    eff (N+1, C, P): E(r); lam: a scalar or (C, P); lengths: the (8 (N+2), N+1) table.
+    Code lengths are summed as binary64 multiples of 2^-32 below 2^21: exactly the
+    integer sum of §5.6, converted.
+    """
+    c = depth.shape[0]
+    g = n + 1
+    r = np.arange(g, dtype=np.int64)[:, None, None]                     # (N+1, 1, 1)
+    rf = r.astype(np.float64)
+    # L as binary64 (exact: integers below 2^53 times 2^-32), one extra 0.0 at the end for
+    # a neighbour that does not exist (the right of the last column, below the last row)
+    table = np.append(lengths.reshape(-1).astype(np.float64) * 2.0 ** -LOG2_FRAC_BITS, 0.0)
+    none = table.size - 1
+    y, x = np.divmod(np.arange(h * w, dtype=np.int64), w)
+    colour = (x + 2 * y) % 3
+    classes = []
+    for k in range(3):
+        p = np.flatnonzero(colour == k)
+        if p.size:
+            py, px = y[p], x[p]
+            classes.append((p, py > 0, px > 0, px + 1 < w, py + 1 < h,
+                            np.minimum(p + 1, h * w - 1), np.minimum(p + w, h * w - 1),
+                            eff[:, :, p], lam[:, p] if np.ndim(lam) else lam))
+    for _ in range(sweeps):
+        _, cc = depth_contexts(depth.reshape(c, h, w), n)               # fixed for the sweep
+        cc = cc.reshape(c, h * w)
+        for p, has_up, has_left, has_right, has_down, pr, pd, e, lam_p in classes:
+            # the latent's own context: its left and upper neighbours have other colours
+            left = depth[:, np.maximum(p - 1, 0)]
+            up = np.where(has_up, depth[:, np.maximum(p - w, 0)], left)
+            ctx_n = np.where(has_left, (left + up + 1) >> 1, np.where(has_up, up, n + 1))
+            cost = rf + table[((8 * ctx_n + cc[:, p]) * g)[None] + r]   # (N+1, C, np)
+            # the right neighbour's context and cost if this latent had depth r
+            up_r = depth[:, np.maximum(pr - w, 0)][None]
+            ctx_r = np.where(has_up, (r + up_r + 1) >> 1, r)
+            at = (8 * ctx_r + cc[:, pr][None]) * g + depth[:, pr][None]
+            cost += table[np.where(has_right, at, none)]
+            # the lower neighbour's
+            left_d = depth[:, np.maximum(pd - 1, 0)][None]
+            ctx_d = np.where(has_left, (left_d + r + 1) >> 1, r)
+            at = (8 * ctx_d + cc[:, pd][None]) * g + depth[:, pd][None]
+            cost += table[np.where(has_down, at, none)]
+            with np.errstate(over="ignore"):
+                o = e - lam_p * cost
+            depth[:, p] = np.argmax(o, axis=0)                          # ties: smallest depth
+
 
 
 def _chunks(c: int, p: int):

@@ -67,7 +67,7 @@ def test_mini_bench_vbq_jpeg_real_sizes_and_resume(crop, tmp_path, monkeypatch):
     assert sorted(vbq) == ["lam=1", "lam=30"]
     for lam in LAMS:
         e = vbq[bench.setting_key("vbq", lam)]
-        data = codec.compress(pixels, lam, second_pass=False)         # the real .bac file
+        data = codec.compress(pixels, lam, second_pass=False, context_pass=False)  # the .bac file
         assert e["bytes"] == len(data)
         assert e["bpp"] == 8 * len(data) / (64 * 96)
         assert e["psnr"] == pytest.approx(codec.psnr(pixels, codec.decompress(data)), abs=1e-12)
@@ -151,15 +151,15 @@ def test_blind_is_vbq_with_channel_sigma_in_a_real_bac_file(crop, train_dir, tmp
     for name, second in (("blind", False), ("blind2", True)):
         blind = copy.copy(a)
         blind.sigma = np.broadcast_to(sigma_c[:, None, None], a.mu.shape).astype(np.float64)
-        enc = blind.encode(1.0, second_pass=second)
+        enc = blind.encode(1.0, second_pass=second, context_pass=second)
         assert rec[name]["lam=1"]["bytes"] == len(enc.data)
         dec = codec.decompress(enc.data, model=model)
         psnr = evaluate.psnr(pixels, dec)
         assert rec[name]["lam=1"]["psnr"] == pytest.approx(psnr, abs=1e-9)
         # the same image through the codec with its own sigma is a different file
-        assert a.encode(1.0, second_pass=second).data != enc.data
-        assert rec[name.replace("blind", "vbq")]["lam=1"]["bytes"] == len(
-            a.encode(1.0, second_pass=second).data)
+        own = a.encode(1.0, second_pass=second, context_pass=second).data
+        assert own != enc.data
+        assert rec[name.replace("blind", "vbq")]["lam=1"]["bytes"] == len(own)
 
 
 def test_fitting_set_must_not_contain_benchmark_images(crop, tmp_path):
@@ -214,15 +214,17 @@ def test_evaluate_and_bench_import_without_pillow_or_matplotlib():
     assert r.returncode == 0, r.stderr
 
 
-def test_vbq2_is_the_second_pass_file(crop, tmp_path):
+def test_vbq2_is_the_codecs_default_file(crop, tmp_path):
     path, pixels = crop
     cfg = bench.BenchConfig(codecs=("vbq2", "jpeg"), lambdas=LAMS, qualities=QUALS, plot=False)
     bench.run([path], tmp_path / "out", cfg, quiet=True)
     rec = json.loads((tmp_path / "out" / "images" / "crop.json").read_text())
     for lam in LAMS:
         e = rec["results"]["vbq2"][bench.setting_key("vbq2", lam)]
-        data = codec.compress(pixels, lam, second_pass=True)
-        assert e["bytes"] == len(data) and data != codec.compress(pixels, lam, second_pass=False)
+        data = codec.compress(pixels, lam)                            # second + context pass
+        assert e["bytes"] == len(data)
+        assert data != codec.compress(pixels, lam, context_pass=False)
+        assert data != codec.compress(pixels, lam, second_pass=False, context_pass=False)
         assert e["psnr"] == pytest.approx(codec.psnr(pixels, codec.decompress(data)), abs=1e-12)
 
 

@@ -70,8 +70,13 @@ def test_codec_in_strips_and_groups(photo, model, monkeypatch):
                          enc.prior, enc.max_depth, axis=0)
     full = vbq.second_pass(first, enc.mu.astype(np.float64), enc.sigma.astype(np.float64), 2.0,
                            enc.prior, enc.max_depth, model.M, axis=0)
+    full = vbq.context_pass(full.depth, enc.mu, enc.sigma, 2.0, enc.prior, enc.max_depth)
     assert np.array_equal(q.depth, full.depth) and np.array_equal(q.index, full.index)
     assert q.zhat.tobytes() == full.zhat.tobytes()
+    # and a lambda map takes the same group path
+    lam_map = np.full(enc.mu.shape, 2.0)
+    qm = enc.symbols(lam_map)
+    assert np.array_equal(qm.depth, full.depth) and qm.zhat.tobytes() == full.zhat.tobytes()
     # decoding in strips: the same pixels as the whole-image path, within SPEC §10's +-1
     dec = codec.decompress(whole.data)
     assert np.abs(dec.astype(int) - ref.astype(int)).max() <= 1

@@ -1,7 +1,7 @@
 """Real .bac sizes against the paper's rate estimate, per lambda, on a folder of images.
 
     python -m bac_ref.bench.bench_rate [--images DIR] [--lams 0.3,1,3,10,30,100]
-                                            [--second-pass] [--json OUT]
+                                            [--second-pass] [--context-pass] [--json OUT]
 
 For every image and lambda: compress (real bytes, header included), decode,
 check that the decoded symbols equal the encoder's and that zhat is
@@ -36,6 +36,7 @@ def main(argv=None):
     p.add_argument("--lams", default="0.1,0.3,1,3,10,30,100")
     p.add_argument("--model", default=None)
     p.add_argument("--second-pass", action="store_true")
+    p.add_argument("--context-pass", action="store_true", help="the context pass (SPEC.md §5.6)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images")
     p.add_argument("--json", default=None, help="write per-image results here")
     args = p.parse_args(argv)
@@ -54,7 +55,7 @@ def main(argv=None):
     for i, f in enumerate(files):
         a = codec.Encoder(f, model, codec.DEFAULT_MAX_DEPTH)
         for lam in lams:
-            enc = a.encode(lam, second_pass=args.second_pass)
+            enc = a.encode(lam, second_pass=args.second_pass, context_pass=args.context_pass)
             dec = codec.decompress_details(enc.data, model)
             same = (np.array_equal(dec.depth, enc.depth) and np.array_equal(dec.index, enc.index)
                     and np.array_equal(dec.zhat.view(np.uint64), enc.zhat.view(np.uint64)))
@@ -70,7 +71,8 @@ def main(argv=None):
               file=sys.stderr, flush=True)
     print(file=sys.stderr)
     print(f"model {os.path.basename(str(model.path))} (steps {model.meta.get('steps')}), "
-          f"{len(files)} images from {args.images}, second pass: {args.second_pass}")
+          f"{len(files)} images from {args.images}, second pass: {args.second_pass}, "
+          f"context pass: {args.context_pass}")
     print("| lambda | mean bpp | size / paper estimate | worst image | mean PSNR (dB) "
           "| depth symbols | index bits | sum of depths / index bits |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -9,7 +9,7 @@ coded by every codec at every setting; sizes are real bytes, distortion is
 measured on RGB uint8 pixels (:mod:`bac_ref.bench.evaluate`).  What each codec is::
 
     image --g_a--> (mu, sigma) --+-- vbq      VBQ(lam) + .bac entropy model   -> whole .bac file
-                                 +-- vbq2     the same, second pass (SPEC §5.4) -> whole .bac file
+                                 +-- vbq2     + second and context passes       -> whole .bac file
             (one model)          +-- blind    vbq with sigma := per-channel RMS -> whole .bac file
                                  +-- blind2   vbq2 with the same sigma         -> whole .bac file
                                  +-- uniform  n equal bins per channel             \ payload from the
@@ -20,16 +20,19 @@ measured on RGB uint8 pixels (:mod:`bac_ref.bench.evaluate`).  What each codec i
 
 * vbq2: the codec's default, VBQ with the paper's second pass (SPEC.md §5.4:
   the depth cost replaced by the image's own per-channel depth code lengths,
-  as in the authors' code, in three rounds); the flag travels in the header.
-* vbq: the first pass alone (``--no-second-pass``, the paper's plain objective):
+  as in the authors' code, in three rounds; the flag travels in the header),
+  then the context pass (SPEC.md §5.6: depths priced by the entropy model's
+  contexts, two sweeps).
+* vbq: the first pass alone (``--no-second-pass --no-context-pass``, the paper's
+  plain objective):
   :class:`bac_ref.codec.Encoder` (posterior once per image) and
-  ``.encode(lam, second_pass=False)`` for a lambda grid (default
+  ``.encode(lam, second_pass=False, context_pass=False)`` for a lambda grid (default
   2^linspace(-3, 9, 13): 0.125 .. 512, about 2 down to 0.005 bpp with the
   shipped model); size = the whole .bac
   file (32-byte header included); pixels from the encoder's zhat, which is
   bit-identical to the decoder's (SPEC.md §4.2; tests/test_codec.py).
 * blind / blind2: the uncertainty-blind ablation (SPEC.md §12): the codec
-  itself, first / second pass, with every sigma replaced by its channel's RMS
+  itself, first pass / all passes, with every sigma replaced by its channel's RMS
   over the fitting set (``BlindVBQ.sigma_c``), so that it differs from vbq /
   vbq2 in sigma alone; size = the whole .bac file, which the ordinary decoder
   reads.
@@ -457,11 +460,13 @@ class _ImageJob:
         for v in todo:
             t0 = time.perf_counter()
             if codec in ("vbq", "vbq2"):
-                enc = self.analysed.encode(v, second_pass=codec == "vbq2")
+                full = codec == "vbq2"                   # vbq: the first pass alone
+                enc = self.analysed.encode(v, second_pass=full, context_pass=full)
                 nbytes, rec = len(enc.data), self._synth(enc.zhat)
             elif codec in BLIND_CODECS:
                 q = self.quantizers[("blind", setting_key("blind", v))]
-                enc = self.blind_analysed(q.sigma_c).encode(v, second_pass=codec == "blind2")
+                full = codec == "blind2"
+                enc = self.blind_analysed(q.sigma_c).encode(v, second_pass=full, context_pass=full)
                 nbytes, rec = len(enc.data), self._synth(enc.zhat)
             elif codec in BASELINE_CODECS:
                 q = self.quantizers[(codec, setting_key(codec, v))]
@@ -629,9 +634,10 @@ def markdown(summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-LEGEND = {"vbq2": "vbq2: VBQ, the codec's default (2nd pass)", "vbq": "vbq: VBQ, first pass only",
+LEGEND = {"vbq2": "vbq2: VBQ, the codec's default (2nd + context pass)",
+          "vbq": "vbq: VBQ, first pass only",
           "blind": "blind: VBQ without sigma (1st pass)",
-          "blind2": "blind2: VBQ without sigma (2nd pass)"}
+          "blind2": "blind2: VBQ without sigma (2nd + context pass)"}
 
 
 def plot(summary, path) -> bool:

@@ -140,7 +140,8 @@ def encode_arrays(inp: dict, model=None):
 
     The codec's own encoder after g_a (:func:`bac_ref.codec.encode_latents`,
     SPEC.md §5, §8, §9): VBQ with lam (scalar or map) and max_depth, optionally
-    the second pass (SPEC.md §5.4), then the entropy model; header fields from
+    the second pass (SPEC.md §5.4) and the context pass (SPEC.md §5.6; only when the
+    input has ``context_pass`` = true), then the entropy model; header fields from
     ``height``, ``width``, ``grey``; the prior from ``prior_source``.  The
     result has ``depth``, ``index`` and ``zhat`` (VBQ's reconstruction).
     """
@@ -153,6 +154,8 @@ def encode_arrays(inp: dict, model=None):
         grey=bool(_scalar(inp["grey"], "biu", "grey")), model=model,
         max_depth=int(_scalar(inp["max_depth"], "iu", "max_depth")),
         second_pass=bool(_scalar(inp["second_pass"], "biu", "second_pass")),
+        context_pass=bool(_scalar(inp["context_pass"], "biu", "context_pass"))
+        if "context_pass" in inp else False,                  # absent: no context pass
         prior=case_prior(inp, model))
     return enc.data, enc
 

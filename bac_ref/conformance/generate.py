@@ -407,6 +407,9 @@ def _image_specs():
         ("image_64x64_second_pass", "second quantization pass with per-channel depth code "
          "lengths (SPEC.md §5.4): flag bit 2", k(250, 350, 64, 64),
          dict(lam=0.3, second_pass=True), ["header.flags.second_pass"]),
+        ("image_64x64_context_pass", "the codec's default encoder: second pass, then the "
+         "context pass (SPEC.md §5.6; no flag: the format is the same)", k(250, 350, 64, 64),
+         dict(lam=0.3, second_pass=True, context_pass=True), ["vbq.context_pass"]),
         ("image_40x56_grey_map_second_pass", "all three flag bits at once: grey input, a lambda "
          "map and the second pass", _grey(k(0, 0, 40, 56)),
          dict(lam=np.array([[[0.05, 0.5, 5.0, 0.05], [0.5, 0.05, 5.0, 0.5],
@@ -437,7 +440,7 @@ def _array_specs(model):
     prior = codec.model_prior(model)
 
     def base(mu, sigma, lam, n=10, second=False, height=None, width=None, grey=False,
-             prior_arrays=None):
+             prior_arrays=None, context=False):
         h, w = mu.shape[1:]
         d = {"mu": mu.astype(np.float64), "sigma": np.asarray(sigma, np.float64),
              "lam": np.asarray(lam, np.float64), "max_depth": np.int64(n),
@@ -445,6 +448,8 @@ def _array_specs(model):
              "height": np.int64(16 * h if height is None else height),
              "width": np.int64(16 * w if width is None else width),
              "grey": np.bool_(grey), "model_id": np.array(model.model_id[:16])}
+        if context:                                  # absent: no context pass (cases before 1.1)
+            d["context_pass"] = np.bool_(True)
         if prior_arrays is None:
             d["prior_source"] = np.array("model")
         else:
@@ -533,6 +538,20 @@ def _array_specs(model):
         mu = random_mu(rng, (m, 3, 3))
         sigma = np.exp(rng.uniform(-5, 0, mu.shape))
         return base(mu, sigma, 0.3, second=True, n=8)
+
+    def a_context_pass(model):
+        rng = np.random.default_rng(120)
+        mu = random_mu(rng, (m, 7, 9))
+        sigma = np.exp(rng.uniform(-5, 0, mu.shape)) * np.exp(
+            np.linspace(-1, 1, 9))[None, None, :]              # smooth in x: contexts matter
+        return base(mu, sigma, 0.3, second=True, n=8, context=True)
+
+    def a_context_pass_map(model):
+        rng = np.random.default_rng(121)
+        mu = random_mu(rng, (m, 6, 5))
+        sigma = np.exp(rng.uniform(-6, 0, mu.shape))
+        lam = np.exp(rng.uniform(-4, 3, (1, 6, 5)))          # a per-position lambda map
+        return base(mu, sigma, lam, second=True, context=True)
 
     def a_depth1(model):
         rng = np.random.default_rng(110)
@@ -678,6 +697,10 @@ def _array_specs(model):
          a_lambda_map, True, ["header.flags.lambda_map"]),
         ("array_second_pass", "second quantization pass on arrays (SPEC.md §5.4), N = 8",
          a_second_pass, True, ["header.flags.second_pass"]),
+        ("array_context_pass", "second pass, then the context pass (SPEC.md §5.6), N = 8, "
+         "7x9 latents per channel", a_context_pass, True, ["vbq.context_pass"]),
+        ("array_context_pass_map", "the context pass with a per-latent lambda map (flag "
+         "bit 1)", a_context_pass_map, True, ["vbq.context_pass", "header.flags.lambda_map"]),
         ("array_depth1_lam0", "N = 1 with lambda = 0", a_depth1, True, ["header.max_depth.1"]),
         ("array_carry_chains_depth16", "symbols steered (mu on grid points, lambda = 0, "
          "N = 16) so that the payload holds a chain of >= 40 pending words resolved by a carry "
@@ -1009,11 +1032,12 @@ def generate(dest, model=None, only=None, report=print) -> list:
         lam = params["lam"]
         n = params.get("max_depth", codec.DEFAULT_MAX_DEPTH)
         second = params.get("second_pass", False)
+        context = params.get("context_pass", False)
         with tempfile.TemporaryDirectory() as tmp:
             p = Path(tmp) / "input.png"
             p.write_bytes(png)
             enc = codec.compress_details(str(p), lam=lam, model=model, max_depth=n,
-                                         second_pass=second)
+                                         second_pass=second, context_pass=context)
         dec = codec.decompress_details(enc.data, model)
         if not (np.array_equal(dec.depth, enc.depth) and np.array_equal(dec.index, enc.index)
                 and np.array_equal(dec.zhat.view(np.uint64), enc.zhat.view(np.uint64))):
@@ -1022,6 +1046,8 @@ def generate(dest, model=None, only=None, report=print) -> list:
         man = common(cid, "image", desc, tags + em_tags + ["header.model_id"],
                      ["§5", "§7", "§8", "§9", "§10"])
         man["params"] = {"lam": np.asarray(lam).tolist(), "max_depth": n, "second_pass": second}
+        if context:                                  # absent: no context pass (cases before 1.1)
+            man["params"]["context_pass"] = True
         man["header"] = _header_dict(enc.header)
         man["stats"] = info
         _write_case(dest / cid, {"input.png": png, "file.bac": enc.data,
@@ -1056,6 +1082,7 @@ def generate(dest, model=None, only=None, report=print) -> list:
         lam = inp["lam"]
         man["params"] = {"max_depth": int(inp["max_depth"]),
                          "second_pass": bool(inp["second_pass"]),
+                         **({"context_pass": True} if "context_pass" in inp else {}),
                          "prior_source": str(inp["prior_source"]),
                          "lam": float(lam) + 0.0 if lam.ndim == 0 else "map"}
         man["header"] = _header_dict(bitstream.parse(data)[0])

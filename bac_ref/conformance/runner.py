@@ -236,7 +236,8 @@ def _check_self(man, files, model, folder):
         path.write_bytes(files["input.png"])
         enc = codec.compress_details(str(path), lam=np.asarray(p["lam"], dtype=np.float64)
                                      if isinstance(p["lam"], list) else p["lam"], model=model,
-                                     max_depth=p["max_depth"], second_pass=p["second_pass"])
+                                     max_depth=p["max_depth"], second_pass=p["second_pass"],
+                                     context_pass=p.get("context_pass", False))
     _, d2, k2, _ = codec.decode_symbols(enc.data, model)
     if not (np.array_equal(d2, enc.depth) and np.array_equal(k2, enc.index)):
         raise CaseFailure("re-encode: its own stream does not decode to its symbols")
