@@ -69,6 +69,7 @@ from .metrics import psnr, psnr_from_sse, sse_uint8  # noqa: F401  (codec.psnr i
 DEFAULT_MAX_DEPTH = 10
 MAX_DECODE_PIXELS = 1 << 25         # default decoder limit (SPEC.md §8, memory bombs)
 GROUP_LATENTS = 1 << 19             # VBQ runs on groups of channels of at most this many latents
+CANDIDATE_GROUP_LATENTS = 1 << 17   # ... and vbq.Candidates (larger tables) on groups of these
 
 
 # ---------------------------------------------------------------------------
@@ -401,12 +402,16 @@ class Encoder:
 
     def _set_latents(self, mu, sigma):
         self.mu, self.sigma = mu, sigma                                   # (M, h, w)
-        m, h, w = self.mu.shape
-        step = max(1, GROUP_LATENTS // (h * w))
-        self._groups = [(c, min(c + step, m)) for c in range(0, m, step)]
+        self._groups = self._channel_groups(GROUP_LATENTS)
         self._priors = {}
         self._pixels = None
         self._candidates = None                   # (mu, sigma, vbq.Candidates), on first use
+
+    def _channel_groups(self, latents: int) -> list:
+        """(c0, c1): consecutive channels, at most ``latents`` latents (or one channel) each."""
+        m, h, w = self.mu.shape
+        step = max(1, latents // (h * w))
+        return [(c, min(c + step, m)) for c in range(0, m, step)]
 
     @property
     def num_pixels(self) -> int:
@@ -452,18 +457,24 @@ class Encoder:
         depth = np.empty(self.mu.shape, dtype=np.int64)                   # (M, h, w)
         index = np.empty(self.mu.shape, dtype=np.int64)
         zhat = np.empty(self.mu.shape, dtype=np.float64)
-        for c0, c1 in self._groups:
+        scalar = lam_arr.ndim == 0
+        for c0, c1 in self._channel_groups(CANDIDATE_GROUP_LATENTS) if scalar else self._groups:
             mu = self.mu[c0:c1].astype(np.float64, copy=False)            # (G, h, w)
             sigma = self.sigma[c0:c1].astype(np.float64, copy=False)
             lam_g = lam_arr[c0:c1] if lam_arr.ndim else lam_arr
             prior = self._group_prior(c0, c1)
-            q = vbq.quantize(mu, sigma, lam_g, prior, self.max_depth, axis=0)
-            if second_pass:
-                q = vbq.second_pass(q, mu, sigma, lam_g, prior, self.max_depth, c1 - c0, axis=0)
+            if scalar:                            # the same symbols as below, bit for bit
+                q = vbq.Candidates(mu, sigma, prior, self.max_depth).symbols(
+                    float(lam_arr), second_pass)
+            else:
+                q = vbq.quantize(mu, sigma, lam_g, prior, self.max_depth, axis=0)
+                if second_pass:
+                    q = vbq.second_pass(q, mu, sigma, lam_g, prior, self.max_depth, c1 - c0,
+                                        axis=0)
             depth[c0:c1], index[c0:c1], zhat[c0:c1] = q.depth, q.index, q.zhat
         if sweeps:
             table = vbq.context_code_lengths(depth, self.max_depth)      # all channels
-            for c0, c1 in self._groups:
+            for c0, c1 in self._channel_groups(CANDIDATE_GROUP_LATENTS):
                 lam_g = lam_arr[c0:c1] if lam_arr.ndim else lam_arr
                 cand = vbq.Candidates(self.mu[c0:c1], self.sigma[c0:c1],
                                       self._group_prior(c0, c1), self.max_depth)

@@ -698,13 +698,24 @@ class Candidates:
         sweeps = int(sweeps)
         if sweeps < 0:
             raise ValueError("sweeps must be >= 0")
-        eff = np.empty((g, c, h * w))                         # distortion term, better side
-        eff_hi = np.empty((g, c, h * w), dtype=bool)
-        for c0, c1, p0, p1, e, e_hi in self.chunks:
-            eff[:, c0:c1, p0:p1] = e
-            eff_hi[:, c0:c1, p0:p1] = e_hi
-        _context_sweeps(eff, depth, lam, lengths, h, w, n, sweeps)
-        hi = np.take_along_axis(eff_hi, depth[None], axis=0)[0]
+        # E(r) of every latent, gathered per colour class as (C, n_class, N+1)
+        y, x = np.divmod(np.arange(h * w, dtype=np.int64), w)
+        colour = (x + 2 * y) % 3
+        classes = [np.flatnonzero(colour == k) for k in range(3)]
+        slot = np.empty(h * w, dtype=np.int64)
+        for p in classes:
+            slot[p] = np.arange(p.size)
+        eff = [np.empty((c, p.size, g)) for p in classes]
+        for c0, c1, p0, p1, e, _ in self.chunks:
+            col = colour[p0:p1]
+            for k in range(3):
+                sel = np.flatnonzero(col == k)
+                if sel.size:
+                    eff[k][c0:c1, slot[p0 + sel], :] = np.moveaxis(e[:, :, sel], 0, 2)
+        _context_sweeps(eff, classes, depth, lam, lengths, h, w, n, sweeps)
+        hi = np.empty((c, h * w), dtype=bool)
+        for c0, c1, p0, p1, _, e_hi in self.chunks:
+            hi[c0:c1, p0:p1] = np.take_along_axis(e_hi, depth[None, c0:c1, p0:p1], axis=0)[0]
         return depth, hi
 
 
@@ -777,53 +788,58 @@ def context_pass(depth, mu, sigma, lam, prior: QuantilePrior | None, max_depth: 
     return cand.context_pass(d, lam, table, sweeps)
 
 
-def _context_sweeps(eff, depth, lam, lengths, h: int, w: int, n: int, sweeps: int) -> None:
+def _context_sweeps(eff, classes, depth, lam, lengths, h: int, w: int, n: int,
+                    sweeps: int) -> None:
     """The sweeps of SPEC.md §5.6, in place on ``depth`` (C, P = h w).
 
-    eff (N+1, C, P): E(r); lam: a scalar or (C, P); lengths: the (8 (N+2), N+1) table.
-    Code lengths are summed as binary64 multiples of 2^-32 below 2^21: exactly the
-    integer sum of §5.6, converted.
+    eff[k] (C, n_k, N+1): E(r) of the latents of colour class k, at positions classes[k];
+    lam: a scalar or (C, P); lengths: the (8 (N+2), N+1) table.  Code lengths are summed as
+    binary64 multiples of 2^-32 below 2^7: every partial sum is exact, so the sum is §5.6's
+    integer X(r) times 2^-32.  The costs are looked up as whole rows over r: a latent's own
+    term is row ctx of r + L; a neighbour's term depends on r only through its ctx_n, so it
+    is a row of a table indexed by (the neighbour's other neighbour's depth, its cc, its
+    depth), "other" = N + 1 where the neighbour has none (then its ctx_n is r).
     """
     c = depth.shape[0]
     g = n + 1
-    r = np.arange(g, dtype=np.int64)[:, None, None]                     # (N+1, 1, 1)
-    rf = r.astype(np.float64)
-    # L as binary64 (exact: integers below 2^53 times 2^-32), one extra 0.0 at the end for
-    # a neighbour that does not exist (the right of the last column, below the last row)
-    table = np.append(lengths.reshape(-1).astype(np.float64) * 2.0 ** -LOG2_FRAC_BITS, 0.0)
-    none = table.size - 1
+    lx = lengths.astype(np.float64) * 2.0 ** -LOG2_FRAC_BITS            # (8 (N+2), N+1), exact
+    own_rows = lx + np.arange(g, dtype=np.float64)                       # r + L[ctx, r]
+    u = np.arange(n + 2, dtype=np.int64)[:, None]                        # the other depth
+    r = np.arange(g, dtype=np.int64)[None, :]
+    ctx_n = np.where(u <= n, (u + r + 1) >> 1, r)                        # (N+2, N+1)
+    cc8 = np.arange(8, dtype=np.int64)
+    nb = lx[8 * ctx_n[:, None, None, :] + cc8[None, :, None, None],      # (N+2, 8, N+1, N+1)
+            np.arange(g)[None, None, :, None]]
+    nb_rows = np.concatenate([nb.reshape(-1, g), np.zeros((1, g))])     # last row: no neighbour
+    none = nb_rows.shape[0] - 1
     y, x = np.divmod(np.arange(h * w, dtype=np.int64), w)
-    colour = (x + 2 * y) % 3
-    classes = []
-    for k in range(3):
-        p = np.flatnonzero(colour == k)
-        if p.size:
-            py, px = y[p], x[p]
-            classes.append((p, py > 0, px > 0, px + 1 < w, py + 1 < h,
-                            np.minimum(p + 1, h * w - 1), np.minimum(p + w, h * w - 1),
-                            eff[:, :, p], lam[:, p] if np.ndim(lam) else lam))
+    last = h * w - 1
     for _ in range(sweeps):
         _, cc = depth_contexts(depth.reshape(c, h, w), n)               # fixed for the sweep
         cc = cc.reshape(c, h * w)
-        for p, has_up, has_left, has_right, has_down, pr, pd, e, lam_p in classes:
+        for p, e in zip(classes, eff):
+            if p.size == 0:
+                continue
+            py, px = y[p], x[p]
             # the latent's own context: its left and upper neighbours have other colours
             left = depth[:, np.maximum(p - 1, 0)]
-            up = np.where(has_up, depth[:, np.maximum(p - w, 0)], left)
-            ctx_n = np.where(has_left, (left + up + 1) >> 1, np.where(has_up, up, n + 1))
-            cost = rf + table[((8 * ctx_n + cc[:, p]) * g)[None] + r]   # (N+1, C, np)
-            # the right neighbour's context and cost if this latent had depth r
-            up_r = depth[:, np.maximum(pr - w, 0)][None]
-            ctx_r = np.where(has_up, (r + up_r + 1) >> 1, r)
-            at = (8 * ctx_r + cc[:, pr][None]) * g + depth[:, pr][None]
-            cost += table[np.where(has_right, at, none)]
-            # the lower neighbour's
-            left_d = depth[:, np.maximum(pd - 1, 0)][None]
-            ctx_d = np.where(has_left, (left_d + r + 1) >> 1, r)
-            at = (8 * ctx_d + cc[:, pd][None]) * g + depth[:, pd][None]
-            cost += table[np.where(has_down, at, none)]
+            up = np.where(py > 0, depth[:, np.maximum(p - w, 0)], left)
+            own = np.where(px > 0, (left + up + 1) >> 1, np.where(py > 0, up, n + 1))
+            cost = own_rows[8 * own + cc[:, p]]                          # (C, n, N+1)
+            # the right neighbour: its ctx_n is (r + its upper depth + 1) >> 1, or r in row 0
+            q = np.minimum(p + 1, last)
+            other = np.where(py > 0, depth[:, np.maximum(q - w, 0)], n + 1)
+            key = (other * 8 + cc[:, q]) * g + depth[:, q]
+            cost += nb_rows[np.where(px + 1 < w, key, none)]
+            # the lower neighbour: (its left depth + r + 1) >> 1, or r in column 0
+            q = np.minimum(p + w, last)
+            other = np.where(px > 0, depth[:, np.maximum(q - 1, 0)], n + 1)
+            key = (other * 8 + cc[:, q]) * g + depth[:, q]
+            cost += nb_rows[np.where(py + 1 < h, key, none)]
+            lam_p = lam[:, p, None] if np.ndim(lam) else lam
             with np.errstate(over="ignore"):
                 o = e - lam_p * cost
-            depth[:, p] = np.argmax(o, axis=0)                          # ties: smallest depth
+            depth[:, p] = np.argmax(o, axis=2)                          # ties: smallest depth
 
 
 

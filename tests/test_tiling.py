@@ -62,6 +62,7 @@ def test_codec_in_strips_and_groups(photo, model, monkeypatch):
     ref = codec.decompress(whole.data)
     monkeypatch.setattr(tiling, "STRIP_PIXELS", 16 * 16 * 5 * 2)      # strips of 2 latent rows
     monkeypatch.setattr(codec, "GROUP_LATENTS", 4 * 5 * 5)            # VBQ on 5 channels at a time
+    monkeypatch.setattr(codec, "CANDIDATE_GROUP_LATENTS", 4 * 5 * 3)  # Candidates on 3
     enc = codec.Encoder(photo)
     assert len(enc._groups) > 1
     # VBQ by groups == VBQ on all channels (same mu, sigma): exact
