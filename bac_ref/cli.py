@@ -672,8 +672,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="VBQ grid depth 1..16 (default 10)")
     c.add_argument("--second-pass", action=argparse.BooleanOptionalAction, default=True,
                    help="requantize with per-channel depth code lengths, the paper's second "
-                        "pass, in three rounds (SPEC.md §5.4; default: on; --no-second-pass for "
-                        "the first pass only)")
+                        "pass, in three rounds (SPEC.md §5.4; default: on; with --no-context-pass "
+                        "too, the first pass only)")
     c.add_argument("--context-pass", action=argparse.BooleanOptionalAction, default=True,
                    help="re-choose each depth with its bits priced by the entropy model's "
                         "contexts, two sweeps (SPEC.md §5.6; default: on; about 4-5 %% smaller "
