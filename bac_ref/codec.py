@@ -141,7 +141,7 @@ def compress_details(image, lam=None, *, bpp=None, psnr=None, model=None,
     _check_options(lam, bpp, psnr, max_depth)
     enc = Encoder(image, model, int(max_depth), progress=progress)    # g_a: x -> (mu, sigma)
     if lam is not None:
-        out = enc.encode(lam, second_pass, context_pass=context_pass)  # VBQ -> entropy model -> .bac
+        out = enc.encode(lam, second_pass, context_pass=context_pass)  # VBQ, coding, header
     else:                                                # a target: search lambda first
         from . import ratecontrol
         search = ratecontrol.encode_for_bpp if bpp is not None else ratecontrol.encode_for_psnr
@@ -461,12 +461,12 @@ class Encoder:
         for c0, c1 in self._channel_groups(CANDIDATE_GROUP_LATENTS) if scalar else self._groups:
             mu = self.mu[c0:c1].astype(np.float64, copy=False)            # (G, h, w)
             sigma = self.sigma[c0:c1].astype(np.float64, copy=False)
-            lam_g = lam_arr[c0:c1] if lam_arr.ndim else lam_arr
             prior = self._group_prior(c0, c1)
             if scalar:                            # the same symbols as below, bit for bit
                 q = vbq.Candidates(mu, sigma, prior, self.max_depth).symbols(
                     float(lam_arr), second_pass)
             else:
+                lam_g = lam_arr[c0:c1]
                 q = vbq.quantize(mu, sigma, lam_g, prior, self.max_depth, axis=0)
                 if second_pass:
                     q = vbq.second_pass(q, mu, sigma, lam_g, prior, self.max_depth, c1 - c0,
@@ -474,6 +474,8 @@ class Encoder:
             depth[c0:c1], index[c0:c1], zhat[c0:c1] = q.depth, q.index, q.zhat
         if sweeps:
             table = vbq.context_code_lengths(depth, self.max_depth)      # all channels
+            # each group's candidates again: keeping every group's (about 110 bytes a
+            # latent) from the loop above would cost more memory than rebuilding costs time
             for c0, c1 in self._channel_groups(CANDIDATE_GROUP_LATENTS):
                 lam_g = lam_arr[c0:c1] if lam_arr.ndim else lam_arr
                 cand = vbq.Candidates(self.mu[c0:c1], self.sigma[c0:c1],

@@ -44,7 +44,8 @@ from .intmodels import AdaptiveBinaryModel, AdaptiveModel
 from .rangecoder import Decoder, Encoder
 
 __all__ = ["SymbolModels", "CodingStep", "coding_steps", "encode_symbols", "decode_symbols",
-           "paper_rate_estimate", "depth_context", "depth_contexts", "K_TREE", "INCREMENT", "LIMIT", "DEPTH_REFRESH", "TOTAL"]
+           "paper_rate_estimate", "depth_context", "depth_contexts", "K_TREE", "INCREMENT",
+           "LIMIT", "DEPTH_REFRESH", "TOTAL"]
 
 TOTAL = 1 << 24
 K_TREE = 6                 # index levels coded with adaptive binary models (§9.3)

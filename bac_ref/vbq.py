@@ -842,7 +842,6 @@ def _context_sweeps(eff, classes, depth, lam, lengths, h: int, w: int, n: int,
             depth[:, p] = np.argmax(o, axis=2)                          # ties: smallest depth
 
 
-
 def _chunks(c: int, p: int):
     """(c0, c1, p0, p1) blocks of about _CANDIDATE_CHUNK latents: whole channels, or pieces."""
     size = _CANDIDATE_CHUNK

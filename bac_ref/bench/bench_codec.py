@@ -125,7 +125,7 @@ def main(argv=None) -> int:
           f"PSNR {codec.psnr(codec.to_pixels(x, grey), out):.2f} dB")
     print(f"  compress    {t_comp:6.3f} s   (target <= {TARGET_S:g} s: {ok(t_comp, TARGET_S)})")
     print(f"    analysis g_a             {t_ana:6.3f} s")
-    print(f"    quantize (VBQ, 2nd + context pass) {t_q:6.3f} s")
+    print(f"    quantize (VBQ, 3 passes)  {t_q:6.3f} s")
     print(f"    entropy coding           {t_enc:6.3f} s")
     print(f"  decompress  {t_dec:6.3f} s   (target <= {TARGET_S:g} s: {ok(t_dec, TARGET_S)})")
     print(f"    parse + CRC         {t_hdr:6.3f} s")
